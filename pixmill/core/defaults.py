@@ -1,0 +1,33 @@
+"""Every default of pixmill, in one place. Each can be overridden by a `PIXMILL_` variable.
+
+| name | default | meaning |
+| --- | --- | --- |
+| HOST | 127.0.0.1 | address `pixmill serve` binds; loopback unless you choose otherwise |
+| PORT | 8731 | port `pixmill serve` binds |
+| WORKERS | number of CPU cores | web worker processes of `pixmill serve` |
+| THREADS | 4 | threads per web worker (long responses do not block the others) |
+| DATA_DIR | ~/.local/share/pixmill | uploads, results and (later) the SQLite database |
+| MAX_UPLOAD_SIZE_MB | 100 | largest request body; bigger ones get 413 before being read |
+| MAX_FORM_PARTS | 64 | most multipart parts in one request |
+| MAX_IMAGE_PIXELS | 100_000_000 | largest width x height decoded; more is refused as a bomb |
+| MAX_IMAGE_FRAMES | 1000 | most frames in an animated input |
+| LOCAL_FOLDER_ROOT | (unset) | the only directory the `local-folder` source may read |
+| LOAD_PLUGINS | (unset: all) | comma-separated entry-point names: load only these plugins |
+| RESULT_TTL_HOURS | 24 | how long inline results stay downloadable |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOST = "127.0.0.1"
+PORT = 8731
+WORKERS = os.cpu_count() or 1
+THREADS = 4
+DATA_DIR = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "pixmill"
+MAX_UPLOAD_SIZE_MB = 100
+MAX_FORM_PARTS = 64
+MAX_IMAGE_PIXELS = 100_000_000
+MAX_IMAGE_FRAMES = 1000
+RESULT_TTL_HOURS = 24

@@ -1,0 +1,314 @@
+"""Discovering plugins and checking what they declare.
+
+`get_plugin_manager()` builds a pluggy manager with the hookspecs; `load_registry()` loads every
+plugin registered under the `pixmill` entry-point group (built-ins included: they are declared
+the same way), asks each for its definitions, checks them, and returns a `Registry`.
+
+Nothing here raises because of a plugin: a plugin that fails to import, a hook that raises, a
+definition with a bad id or schema, or an id already taken is recorded in the plugin's report
+(`PluginInfo.errors`) with what to do about it, and the rest keeps working.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pluggy
+from marshmallow import Schema
+
+from pixmill.core import hookspecs
+from pixmill.core.contracts import (
+    ID_PATTERN,
+    SECTIONS,
+    Definition,
+    Extractor,
+    PluginKind,
+    Source,
+    Tool,
+)
+from pixmill.core.errors import NotFoundError, PixmillError
+from pixmill.core.settings import to_json_schema, validate_settings
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "pixmill"
+BUILTIN_PACKAGE = "pixmill"
+
+_HOOK_KINDS = {
+    "pixmill_tools": (PluginKind.TOOL, Tool),
+    "pixmill_extractors": (PluginKind.EXTRACTOR, Extractor),
+    "pixmill_sources": (PluginKind.SOURCE, Source),
+}
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """A fresh plugin manager that knows pixmill's hookspecs (no module-level global)."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+@dataclass
+class PluginInfo:
+    """What one plugin is and provides, or why it (or part of it) was not loaded."""
+
+    name: str
+    package: str | None
+    version: str | None
+    hooks: list[str] = field(default_factory=list)
+    tools: list[str] = field(default_factory=list)
+    extractors: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    loaded: bool = False
+
+    @property
+    def builtin(self) -> bool:
+        return self.package == BUILTIN_PACKAGE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "package": self.package,
+            "version": self.version,
+            "builtin": self.builtin,
+            "loaded": self.loaded,
+            "hooks": self.hooks,
+            "tools": self.tools,
+            "extractors": self.extractors,
+            "sources": self.sources,
+            "errors": self.errors,
+        }
+
+
+@dataclass
+class Registry:
+    """Every loaded definition by id, and the report of every plugin that was considered."""
+
+    tools: dict[str, Tool] = field(default_factory=dict)
+    extractors: dict[str, Extractor] = field(default_factory=dict)
+    sources: dict[str, Source] = field(default_factory=dict)
+    plugins: list[PluginInfo] = field(default_factory=list)
+    owners: dict[tuple[PluginKind, str], str] = field(default_factory=dict)
+
+    def catalogue(self) -> list[Tool | Extractor]:
+        """Tools and extractors together, as the REST tools catalogue lists them."""
+        items: list[Tool | Extractor] = [*self.tools.values(), *self.extractors.values()]
+        return sorted(items, key=lambda item: (item.section, item.id))
+
+    def catalogue_entry(self, tool_id: str, section: str | None = None) -> Tool | Extractor:
+        entry: Tool | Extractor | None = self.tools.get(tool_id) or self.extractors.get(tool_id)
+        if entry is None or (section is not None and entry.section != section):
+            raise NotFoundError(
+                f"no tool {tool_id!r}" + (f" in section {section!r}" if section else ""),
+                code="TOOL_NOT_FOUND",
+                details={
+                    "toolId": tool_id,
+                    "available": sorted(self.tools) + sorted(self.extractors),
+                },
+            )
+        return entry
+
+    def tool(self, tool_id: str) -> Tool:
+        try:
+            return self.tools[tool_id]
+        except KeyError:
+            raise NotFoundError(f"no tool {tool_id!r}", code="TOOL_NOT_FOUND") from None
+
+    def extractor(self, extractor_id: str) -> Extractor:
+        try:
+            return self.extractors[extractor_id]
+        except KeyError:
+            raise NotFoundError(
+                f"no extractor {extractor_id!r}", code="EXTRACTOR_NOT_FOUND"
+            ) from None
+
+    def source(self, source_id: str) -> Source:
+        try:
+            return self.sources[source_id]
+        except KeyError:
+            raise NotFoundError(f"no source {source_id!r}", code="SOURCE_NOT_FOUND") from None
+
+    def owner(self, definition: Definition) -> str:
+        return self.owners.get((_namespace(definition.kind), definition.id), "?")
+
+    @property
+    def errors(self) -> list[tuple[str, str]]:
+        return [(info.name, error) for info in self.plugins for error in info.errors]
+
+
+def _namespace(kind: PluginKind) -> PluginKind:
+    # Tools and extractors share one namespace: both live at /api/v1/tools/<section>/<id>.
+    return PluginKind.TOOL if kind is PluginKind.EXTRACTOR else kind
+
+
+def load_registry(
+    load_plugins: Iterable[str] | None = None,
+    extra_plugins: Iterable[ModuleType | object] = (),
+    *,
+    entry_points: bool = True,
+) -> Registry:
+    """Load plugins and return their checked definitions.
+
+    `load_plugins` restricts entry-point plugins to these names (`PIXMILL_LOAD_PLUGINS`);
+    `extra_plugins` are objects or modules registered directly (tests, `--plugins-dir`).
+    """
+    wanted = set(load_plugins) if load_plugins is not None else None
+    pm = get_plugin_manager()
+    registry = Registry()
+    if entry_points:
+        for ep in _sorted_entry_points():
+            if wanted is not None and ep.name not in wanted:
+                continue
+            _register_entry_point(pm, registry, ep)
+    for plugin in extra_plugins:
+        name = getattr(plugin, "__name__", type(plugin).__name__)
+        info = PluginInfo(name=name, package=None, version=None)
+        registry.plugins.append(info)
+        _register(pm, info, plugin)
+    for info in registry.plugins:
+        if info.loaded:
+            _collect(pm, registry, info)
+    return registry
+
+
+def _sorted_entry_points() -> list[importlib.metadata.EntryPoint]:
+    eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+    # Built-ins first, so a third-party plugin can never shadow a built-in id.
+    return sorted(
+        eps,
+        key=lambda ep: (_dist_name(ep) != BUILTIN_PACKAGE, _dist_name(ep) or "", ep.name),
+    )
+
+
+def _dist_name(ep: importlib.metadata.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else None
+
+
+def _register_entry_point(
+    pm: pluggy.PluginManager, registry: Registry, ep: importlib.metadata.EntryPoint
+) -> None:
+    dist = getattr(ep, "dist", None)
+    package = _dist_name(ep)
+    info = PluginInfo(name=ep.name, package=package, version=dist.version if dist else None)
+    registry.plugins.append(info)
+    try:
+        module = ep.load()
+    except Exception as exc:  # any import-time failure of a third-party package
+        info.errors.append(
+            f"failed to import {ep.value}: {type(exc).__name__}: {exc}. "
+            f"Fix or uninstall it: pip uninstall {package or ep.name}"
+        )
+        log.error("plugin %s not loaded: %s", ep.name, info.errors[-1])
+        return
+    _register(pm, info, module)
+
+
+def _register(pm: pluggy.PluginManager, info: PluginInfo, plugin: object) -> None:
+    if pm.is_registered(plugin) or pm.has_plugin(info.name):
+        info.errors.append(f"plugin {info.name!r} is registered twice; the second was skipped")
+        return
+    try:
+        pm.register(plugin, name=info.name)
+    except Exception as exc:  # pluggy's PluginValidationError and friends
+        info.errors.append(f"invalid hook implementation: {exc}")
+        return
+    unknown = [
+        hook_name
+        for hook_name in dir(plugin)
+        if hook_name.startswith("pixmill_")
+        and hook_name not in _HOOK_KINDS
+        and callable(getattr(plugin, hook_name))
+    ]
+    if unknown:
+        pm.unregister(plugin)
+        info.errors.append(
+            f"implements unknown hook(s) {', '.join(unknown)}; "
+            f"known hooks: {', '.join(sorted(_HOOK_KINDS))}"
+        )
+        return
+    info.loaded = True
+    info.hooks = sorted(impl_name for impl_name in _HOOK_KINDS if hasattr(plugin, impl_name))
+
+
+def _collect(pm: pluggy.PluginManager, registry: Registry, info: PluginInfo) -> None:
+    plugin = pm.get_plugin(info.name)
+    for hook_name, (kind, cls) in _HOOK_KINDS.items():
+        impls = [
+            impl for impl in getattr(pm.hook, hook_name).get_hookimpls() if impl.plugin is plugin
+        ]
+        for impl in impls:
+            try:
+                definitions = list(impl.function() or ())
+            except Exception as exc:
+                info.errors.append(f"{hook_name}() raised {type(exc).__name__}: {exc}")
+                continue
+            for definition in definitions:
+                _add(registry, info, kind, cls, definition)
+
+
+def _add(
+    registry: Registry, info: PluginInfo, kind: PluginKind, cls: type, definition: Any
+) -> None:
+    problem = _check_definition(kind, cls, definition)
+    label = f"{kind.value} {getattr(definition, 'id', definition)!r}"
+    if problem:
+        info.errors.append(f"{label} skipped: {problem}")
+        log.error("plugin %s: %s", info.name, info.errors[-1])
+        return
+    key = (_namespace(kind), definition.id)
+    if key in registry.owners:
+        first = registry.owners[key]
+        first_package = next((p.package for p in registry.plugins if p.name == first), None)
+        info.errors.append(
+            f"{label} skipped: the id is already provided by plugin {first!r} "
+            f"(package {first_package or 'unknown'}); plugin {info.name!r} "
+            f"(package {info.package or 'unknown'}) declares it again. Uninstall one of them "
+            "or restrict loading with PIXMILL_LOAD_PLUGINS"
+        )
+        log.error("duplicate id: %s", info.errors[-1])
+        return
+    registry.owners[key] = info.name
+    if kind is PluginKind.TOOL:
+        registry.tools[definition.id] = definition
+        info.tools.append(definition.id)
+    elif kind is PluginKind.EXTRACTOR:
+        registry.extractors[definition.id] = definition
+        info.extractors.append(definition.id)
+    else:
+        registry.sources[definition.id] = definition
+        info.sources.append(definition.id)
+
+
+def _check_definition(kind: PluginKind, cls: type, definition: Any) -> str | None:
+    """Why a definition cannot be served, or None when it is sound."""
+    if not isinstance(definition, Tool | Extractor | Source) or not isinstance(definition, cls):
+        return f"expected a pixmill.{cls.__name__}, got {type(definition).__name__}"
+    if not isinstance(definition.id, str) or not ID_PATTERN.match(definition.id):
+        return "ids are kebab-case: lowercase letters and digits joined by single hyphens"
+    section = getattr(definition, "section", None)
+    if section is not None and section not in SECTIONS:
+        return f"unknown section {section!r}; known: {', '.join(SECTIONS)}"
+    schemas: list[tuple[str, Any]] = [("settings", definition.settings)]
+    if isinstance(definition, Extractor) and definition.output_schema is not None:
+        schemas.append(("output_schema", definition.output_schema))
+    for attr, schema in schemas:
+        if not (isinstance(schema, type) and issubclass(schema, Schema)):
+            return f"{attr} must be a marshmallow Schema class, got {schema!r}"
+        try:
+            to_json_schema(schema)
+        except Exception as exc:
+            return f"{attr} {schema.__name__} cannot be exported as JSON Schema: {exc}"
+    try:
+        validate_settings(definition.settings, definition.example)
+    except PixmillError as exc:
+        return f"its example settings do not validate: {exc.message}"
+    except Exception as exc:
+        return f"its settings schema fails to load its example: {type(exc).__name__}: {exc}"
+    return None

@@ -1,0 +1,114 @@
+"""Plugin settings: the `Settings` base schema, validation, and JSON Schema export.
+
+A plugin declares its settings as a Marshmallow schema deriving from `Settings`. Python
+attributes are snake_case; the wire names (JSON, CLI `--set`, OpenAPI) are their camelCase form,
+so `without_enlargement` is sent as `withoutEnlargement`. Unknown fields are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import RAISE, Schema, ValidationError, fields
+
+from pixmill.core.errors import SettingsError
+
+
+def camelcase(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+class Settings(Schema):
+    """Base of every plugin settings schema: camelCase on the wire, unknown fields refused."""
+
+    class Meta:
+        unknown = RAISE
+
+    def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
+        if field_obj.data_key is None:
+            field_obj.data_key = camelcase(field_name)
+
+
+def validate_settings(schema_cls: type[Schema], raw: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Load `raw` through the schema: defaults filled in, types coerced, bounds checked.
+
+    Raises `SettingsError` (400 `VALIDATION_ERROR`) with `details["fields"]` mapping each bad
+    wire field to its messages.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise SettingsError(
+            "settings must be a JSON object", details={"fields": {"_schema": ["not an object"]}}
+        )
+    try:
+        loaded = schema_cls().load(dict(raw))
+    except ValidationError as exc:
+        messages = exc.normalized_messages()
+        fields_ = messages if isinstance(messages, dict) else {"_schema": messages}
+        fields_ = {
+            key: (["unknown field"] if value == ["Unknown field."] else value)
+            for key, value in fields_.items()
+        }
+        summary = "; ".join(f"{key}: {_first(value)}" for key, value in fields_.items())
+        raise SettingsError(f"invalid settings: {summary}", details={"fields": fields_}) from exc
+    return dict(loaded)
+
+
+def parse_settings_json(text: str | None) -> dict[str, Any]:
+    """Parse the `settings` form field (a JSON object as text); empty means no settings."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(
+            f"settings is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            details={"fields": {"settings": ["not valid JSON"]}},
+        ) from exc
+    if not isinstance(value, dict):
+        raise SettingsError(
+            'settings must be a JSON object such as {"width": 800}',
+            details={"fields": {"settings": ["not a JSON object"]}},
+        )
+    return value
+
+
+def normalized_settings(schema_cls: type[Schema], loaded: Mapping[str, Any]) -> dict[str, Any]:
+    """The loaded settings dumped back to wire form: equal settings give equal dicts."""
+    return dict(schema_cls().dump(loaded))
+
+
+def schema_name(schema_cls: type[Schema]) -> str:
+    return schema_cls.__name__
+
+
+@cache
+def _converter() -> Any:
+    plugin = MarshmallowPlugin()
+    spec = APISpec("pixmill", "0", "3.1.0", plugins=[plugin])
+    plugin.init_spec(spec)
+    return plugin.converter
+
+
+def to_json_schema(schema_cls: type[Schema]) -> dict[str, Any]:
+    """Export a settings schema as JSON Schema (the OpenAPI 3.1 dialect), wire names included."""
+    converted = _converter().schema2jsonschema(schema_cls())
+    converted.setdefault("type", "object")
+    converted["additionalProperties"] = False
+    return dict(converted)
+
+
+def _first(value: Any) -> str:
+    if isinstance(value, list) and value:
+        return str(value[0])
+    if isinstance(value, dict) and value:
+        key, inner = next(iter(value.items()))
+        return f"{key}: {_first(inner)}"
+    return str(value)

@@ -1,0 +1,8 @@
+"""placeholder"""
+
+from pixmill import hookimpl
+
+
+@hookimpl
+def pixmill_tools() -> list:
+    return []

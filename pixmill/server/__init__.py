@@ -1,0 +1,1 @@
+"""The Flask app: factory, one blueprint per resource, errors, OpenAPI."""

@@ -1,0 +1,1 @@
+"""The harness for plugin authors (fixtures, sample images, conformance checks)."""

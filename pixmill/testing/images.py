@@ -1,0 +1,91 @@
+"""Sample images of the kinds real users send, built in memory (no files shipped).
+
+Every builder returns encoded bytes. They are deterministic: the same call gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+
+from PIL import Image, ImageCms, ImageDraw
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _encode(img: Image.Image, fmt: str, **params: object) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format=fmt, **params)
+    return out.getvalue()
+
+
+def photo(width: int = 640, height: int = 480, seed: int = 1) -> Image.Image:
+    """A photo-like RGB picture: smooth gradients, shapes and a little noise."""
+    base = Image.linear_gradient("L").resize((width, height))
+    other = base.rotate(90, expand=False)
+    img = Image.merge("RGB", (base, other, Image.new("L", (width, height), 110)))
+    draw = ImageDraw.Draw(img)
+    rng = random.Random(seed)
+    for _ in range(12):
+        x0, y0 = rng.randrange(width), rng.randrange(height)
+        x1, y1 = x0 + rng.randrange(1, width // 3 + 2), y0 + rng.randrange(1, height // 3 + 2)
+        color = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        draw.ellipse((x0, y0, x1, y1), fill=color)
+    noise = Image.effect_noise((width, height), 12).convert("RGB")
+    return Image.blend(img, noise, 0.08)
+
+
+def jpeg(width: int = 640, height: int = 480, quality: int = 90, **params: object) -> bytes:
+    return _encode(photo(width, height), "JPEG", quality=quality, **params)
+
+
+def png(width: int = 320, height: int = 240, alpha: bool = True) -> bytes:
+    img = photo(width, height).convert("RGBA" if alpha else "RGB")
+    if alpha:
+        mask = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(mask).ellipse((0, 0, width - 1, height - 1), fill=255)
+        img.putalpha(mask)
+    return _encode(img, "PNG")
+
+
+def animated_gif(width: int = 64, height: int = 48, frames: int = 4) -> bytes:
+    images = [
+        Image.new("RGB", (width, height), (60 * i % 256, 255 - 40 * i % 256, 120))
+        for i in range(frames)
+    ]
+    return _encode(images[0], "GIF", save_all=True, append_images=images[1:], duration=80, loop=0)
+
+
+def exif_rotated_jpeg(width: int = 300, height: int = 200, orientation: int = 6) -> bytes:
+    """A JPEG stored `width`x`height` whose EXIF says to display it rotated (6: 90 degrees CW)."""
+    img = photo(width, height)
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    return _encode(img, "JPEG", quality=90, exif=exif.tobytes())
+
+
+def cmyk_jpeg(width: int = 200, height: int = 150) -> bytes:
+    return _encode(photo(width, height).convert("CMYK"), "JPEG", quality=90)
+
+
+def srgb_icc_profile() -> bytes:
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    return bytes(profile.tobytes())
+
+
+def jpeg_with_icc(width: int = 200, height: int = 150) -> bytes:
+    return _encode(photo(width, height), "JPEG", quality=90, icc_profile=srgb_icc_profile())
+
+
+def tiny(fmt: str = "PNG") -> bytes:
+    return _encode(Image.new("RGB", (1, 1), (255, 0, 0)), fmt)
+
+
+SAMPLES = {
+    "photo-jpeg": lambda: jpeg(),
+    "alpha-png": lambda: png(),
+    "animated-gif": lambda: animated_gif(),
+    "exif-rotated-jpeg": lambda: exif_rotated_jpeg(),
+    "cmyk-jpeg": lambda: cmyk_jpeg(),
+    "tiny-png": lambda: tiny(),
+}
