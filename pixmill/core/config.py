@@ -31,6 +31,15 @@ class Config:
     result_ttl_hours: float = defaults.RESULT_TTL_HOURS
     extra: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Accept str paths and comma-separated names from any caller (env, CLI, tests).
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        if self.local_folder_root is not None:
+            root = Path(self.local_folder_root).expanduser()
+            object.__setattr__(self, "local_folder_root", root)
+        if isinstance(self.load_plugins, str):
+            object.__setattr__(self, "load_plugins", _split_names(self.load_plugins))
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_size_mb * 1024 * 1024)
@@ -62,11 +71,6 @@ class Config:
                 continue
             values[f.name] = _parse(f.name, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for key in ("data_dir", "local_folder_root"):
-            if isinstance(values.get(key), str):
-                values[key] = Path(values[key])
-        if isinstance(values.get("load_plugins"), str):
-            values["load_plugins"] = _split_names(values["load_plugins"])
         return cls(**values)
 
     def with_overrides(self, **overrides: Any) -> Config:

@@ -98,11 +98,34 @@ def _converter() -> Any:
 
 
 def to_json_schema(schema_cls: type[Schema]) -> dict[str, Any]:
-    """Export a settings schema as JSON Schema (the OpenAPI 3.1 dialect), wire names included."""
-    converted = _converter().schema2jsonschema(schema_cls())
+    """Export a settings schema as self-contained JSON Schema (the OpenAPI 3.1 dialect).
+
+    Nested schemas are inlined rather than referenced, so the result stands on its own in the
+    catalogue, the CLI and the OpenAPI document alike.
+    """
+    converter = _converter()
+    converted = _inline_refs(converter.schema2jsonschema(schema_cls()), converter, depth=0)
     converted.setdefault("type", "object")
-    converted["additionalProperties"] = False
+    if schema_cls.Meta.__dict__.get("unknown", RAISE) == RAISE or issubclass(schema_cls, Settings):
+        converted["additionalProperties"] = False
     return dict(converted)
+
+
+_REF_PREFIX = "#/components/schemas/"
+
+
+def _inline_refs(node: Any, converter: Any, depth: int) -> Any:
+    if depth > 20:  # a self-referencing schema: stop rather than recurse forever
+        return {"type": "object"}
+    if isinstance(node, list):
+        return [_inline_refs(item, converter, depth) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_REF_PREFIX):
+        target = converter.spec.components.schemas.get(ref[len(_REF_PREFIX) :], {})
+        return _inline_refs(dict(target), converter, depth + 1)
+    return {key: _inline_refs(value, converter, depth) for key, value in node.items()}
 
 
 def _first(value: Any) -> str:

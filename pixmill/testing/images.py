@@ -31,7 +31,8 @@ def photo(width: int = 640, height: int = 480, seed: int = 1) -> Image.Image:
         x1, y1 = x0 + rng.randrange(1, width // 3 + 2), y0 + rng.randrange(1, height // 3 + 2)
         color = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
         draw.ellipse((x0, y0, x1, y1), fill=color)
-    noise = Image.effect_noise((width, height), 12).convert("RGB")
+    # Seeded noise (Image.effect_noise is not): the same call must give the same bytes.
+    noise = Image.frombytes("L", (width, height), rng.randbytes(width * height)).convert("RGB")
     return Image.blend(img, noise, 0.08)
 
 

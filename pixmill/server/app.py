@@ -1,0 +1,59 @@
+"""The Flask app factory.
+
+At import nothing happens. `create_app()` reads the config (defaults < `PIXMILL_*` environment
+< arguments), loads the plugin registry once, and registers one blueprint per resource. The
+app's state lives in `app.extensions["pixmill"]` (see `state.py`), never in module globals.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from pixmill.core.config import Config
+from pixmill.core.plugin_host import Registry, load_registry
+from pixmill.core.storage import ResultStore
+from pixmill.server import docs, downloads, errors, health, plugins, tools
+from pixmill.server.state import EXTENSION_KEY, AppState
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    config: Config | None = None,
+    registry: Registry | None = None,
+    **overrides: Any,
+) -> Flask:
+    """Build a pixmill app. `overrides` are Config fields (e.g. `data_dir=...`)."""
+    config = (config or Config.from_env()).with_overrides(**overrides)
+    if registry is None:
+        registry = load_registry(load_plugins=config.load_plugins)
+    for plugin_name, error in registry.errors:
+        log.warning("plugin %s: %s", plugin_name, error)
+
+    app = Flask(__name__)
+    # Werkzeug refuses a body over this size from its Content-Length before reading it.
+    app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes
+    app.config["MAX_FORM_PARTS"] = config.max_form_parts
+    app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024  # text fields (settings JSON), not files
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION_KEY] = AppState(
+        config=config, registry=registry, results=ResultStore(config.results_dir)
+    )
+
+    errors.init_app(app)
+    app.before_request(_refuse_oversized_body)
+    for blueprint in (health.bp, tools.bp, downloads.bp, plugins.bp):
+        app.register_blueprint(blueprint)
+    docs.init_app(app)
+    return app
+
+
+def _refuse_oversized_body() -> None:
+    # Answer 413 from the declared length alone, before any of the body is read or parsed.
+    limit = request.max_content_length
+    if limit is not None and request.content_length is not None and request.content_length > limit:
+        raise RequestEntityTooLarge()

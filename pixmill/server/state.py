@@ -1,0 +1,33 @@
+"""What the app holds for its lifetime: config, plugin registry, result store, warm models.
+
+Blueprints reach it through `get_state()`, never through module globals, so two apps with
+different configs can live in one process (the tests do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import current_app
+
+from pixmill.core.config import Config
+from pixmill.core.contracts import ModelCache
+from pixmill.core.plugin_host import Registry
+from pixmill.core.storage import ResultStore
+
+EXTENSION_KEY = "pixmill"
+
+
+@dataclass
+class AppState:
+    config: Config
+    registry: Registry
+    results: ResultStore
+    models: ModelCache = field(default_factory=ModelCache)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+def get_state() -> AppState:
+    state: AppState = current_app.extensions[EXTENSION_KEY]
+    return state
