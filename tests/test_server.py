@@ -157,7 +157,9 @@ def test_inline_etag_is_stable_for_same_result(client: FlaskClient) -> None:
 def test_bad_settings_give_validation_error(
     client: FlaskClient, settings: dict[str, Any], field: str
 ) -> None:
-    body = assert_error(post_tool(client, "resize", images.jpeg(), settings), 400, "VALIDATION_ERROR")
+    body = assert_error(
+        post_tool(client, "resize", images.jpeg(), settings), 400, "VALIDATION_ERROR"
+    )
     assert field in body["details"]["fields"]
 
 
@@ -186,8 +188,10 @@ def test_missing_and_unexpected_parts(client: FlaskClient) -> None:
     assert_error(response, 400, "UNEXPECTED_FIELD")
     response = client.post(
         "/api/v1/tools/image/resize",
-        data={"file": [(io.BytesIO(images.jpeg()), "a.jpg"), (io.BytesIO(images.jpeg()), "b.jpg")],
-              "settings": '{"width": 10}'},
+        data={
+            "file": [(io.BytesIO(images.jpeg()), "a.jpg"), (io.BytesIO(images.jpeg()), "b.jpg")],
+            "settings": '{"width": 10}',
+        },
     )
     assert_error(response, 400, "TOO_MANY_FILES")
 
@@ -199,8 +203,12 @@ def test_json_body_instead_of_multipart(client: FlaskClient) -> None:
 
 def test_bad_files(client: FlaskClient, app: Flask) -> None:
     assert_error(post_tool(client, "resize", b"", {"width": 10}), 400, "EMPTY_FILE")
-    assert_error(post_tool(client, "resize", b"%PDF-1.4 x", {"width": 10}), 415, "UNSUPPORTED_FORMAT")
-    assert_error(post_tool(client, "resize", b"%!PS-Adobe-3.0", {"width": 10}), 415, "UNSUPPORTED_FORMAT")
+    assert_error(
+        post_tool(client, "resize", b"%PDF-1.4 x", {"width": 10}), 415, "UNSUPPORTED_FORMAT"
+    )
+    assert_error(
+        post_tool(client, "resize", b"%!PS-Adobe-3.0", {"width": 10}), 415, "UNSUPPORTED_FORMAT"
+    )
     truncated = images.jpeg()[:2000]
     assert_error(post_tool(client, "resize", truncated, {"width": 10}), 422, "INVALID_IMAGE")
     animated = images.animated_gif()
@@ -292,8 +300,15 @@ class _BrokenPlugin:
         def explode(*_: Any) -> Any:
             raise ZeroDivisionError("division by zero inside the plugin")
 
-        return [Tool(id="explode", name="Explode", description="always fails",
-                     settings=Settings, run=explode)]
+        return [
+            Tool(
+                id="explode",
+                name="Explode",
+                description="always fails",
+                settings=Settings,
+                run=explode,
+            )
+        ]
 
 
 def test_broken_plugins_are_reported_and_tool_failures_are_500(config: Config) -> None:

@@ -53,6 +53,7 @@ class Config:
         return {
             "local_folder_root": self.local_folder_root,
             "data_dir": self.data_dir,
+            "max_upload_bytes": self.max_upload_bytes,
             **self.extra,
         }
 

@@ -152,8 +152,8 @@ def open_image(
     - an animated image raises `AnimatedImageError` unless `allow_animation` (then the first
       frame is returned and the caller is expected to iterate with `iter_frames`).
     """
-    img = _open_lazily(data, limits)
-    frames = _frame_count(img)
+    img = open_lazily(data, limits)
+    frames = frame_count(img)
     if not allow_animation and frames > 1:
         raise AnimatedImageError(
             f"this tool works on still images and the input is animated ({frames} frames); "
@@ -172,7 +172,7 @@ def open_image(
 
 def iter_frames(data: bytes, limits: ImageLimits) -> Iterator[tuple[Image.Image, int]]:
     """Yield each frame of a (possibly animated) image as an RGBA/RGB copy with its duration."""
-    img = _open_lazily(data, limits)
+    img = open_lazily(data, limits)
     frames = getattr(img, "n_frames", 1)
     if frames * img.width * img.height > limits.max_pixels * 4:
         raise ImageTooLargeError(
@@ -201,14 +201,19 @@ class ImageHeader:
 
 
 def read_header(data: bytes, limits: ImageLimits) -> ImageHeader:
-    img = _open_lazily(data, limits)
+    img = open_lazily(data, limits)
     width, height = img.size
     if _orientation(img) in _SWAPS_AXES:
         width, height = height, width
-    return ImageHeader(width, height, _frame_count(img), img.mode)
+    return ImageHeader(width, height, frame_count(img), img.mode)
 
 
-def _open_lazily(data: bytes, limits: ImageLimits) -> Image.Image:
+def open_lazily(data: bytes, limits: ImageLimits, *, enforce_limits: bool = True) -> Image.Image:
+    """Open the header only, with the sniffed format's decoder alone; no pixel is decoded.
+
+    `enforce_limits=False` is for readers that never decode (e.g. the info extractor): they
+    may report the size of an image this server would refuse to process.
+    """
     fmt = sniff_format(data)
     if fmt.pil_name == "HEIF":
         _ensure_heif()
@@ -228,6 +233,8 @@ def _open_lazily(data: bytes, limits: ImageLimits) -> Image.Image:
     width, height = img.size
     if width <= 0 or height <= 0:
         raise InvalidImageError("the image declares an empty size")
+    if not enforce_limits:
+        return img
     if width * height > limits.max_pixels:
         raise ImageTooLargeError(
             f"the image is {width}x{height} ({width * height:,} pixels); this server decodes at "
@@ -235,7 +242,7 @@ def _open_lazily(data: bytes, limits: ImageLimits) -> Image.Image:
             details={"width": width, "height": height, "maxPixels": limits.max_pixels},
         )
     if fmt.supports_animation or fmt.pil_name in ("TIFF", "ICO"):
-        frames = _frame_count(img)
+        frames = frame_count(img)
         if frames > limits.max_frames:
             raise ImageTooLargeError(
                 f"the image has {frames} frames; this server accepts at most {limits.max_frames}",
@@ -244,7 +251,8 @@ def _open_lazily(data: bytes, limits: ImageLimits) -> Image.Image:
     return img
 
 
-def _frame_count(img: Image.Image) -> int:
+def frame_count(img: Image.Image) -> int:
+    """Frames in a lazily opened image (1 for stills); a broken frame table is 422."""
     try:
         return int(getattr(img, "n_frames", 1))
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
@@ -262,11 +270,23 @@ def _load(img: Image.Image) -> None:
             raise InvalidImageError(f"the image data is corrupt or truncated: {exc}") from exc
 
 
-def _orientation(img: Image.Image) -> int:
+def read_exif(img: Image.Image) -> Image.Exif | None:
+    """The image's EXIF without decoding pixels, or None when absent or unreadable."""
+    if img.format == "PNG" and "exif" not in img.info:
+        # Pillow's PNG getexif() decodes every pixel to reach an eXIf chunk stored after the
+        # image data. Such files are rare, and once loaded Pillow puts it in info["exif"].
+        return None
     try:
-        return int(img.getexif().get(_EXIF_ORIENTATION, 1))
+        exif = img.getexif()
     except Exception:  # a broken EXIF block must not sink an otherwise good image
-        return 1
+        return None
+    return exif if len(exif) else None
+
+
+def _orientation(img: Image.Image) -> int:
+    exif = read_exif(img)
+    value = exif.get(_EXIF_ORIENTATION, 1) if exif is not None else 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def _upright(img: Image.Image) -> Image.Image:

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import fields, validate
-from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms
 from PIL.TiffImagePlugin import IFDRational
 
 from pixmill import Context, Extractor, InputFile, Settings, hookimpl
-from pixmill.core.errors import AnimatedImageError, ImageTooLargeError, InvalidImageError
-from pixmill.core.imageio import has_alpha
+from pixmill.core.errors import AnimatedImageError
+from pixmill.core.imageio import frame_count, has_alpha, open_lazily, read_exif
 
 # ---------------------------------------------------------------------------------------------
 # info
@@ -156,43 +155,6 @@ MAX_EXIF_STRING = 1000
 MAX_EXIF_ITEMS = 64
 
 
-def _open_lazily(image: InputFile) -> Image.Image:
-    """Open the header only: the sniffed format's decoder alone, no pixel decoded.
-
-    `image.header` would do, but core's `read_header` reads the orientation through
-    `getexif()`, which makes Pillow decode a whole PNG looking for a trailing eXIf chunk.
-    """
-    fmt = image.format
-    if fmt.pil_name == "HEIF":
-        import pillow_heif
-
-        pillow_heif.register_heif_opener()
-    with warnings.catch_warnings():
-        # Nothing is decoded here, so Pillow's bomb warning is moot; its hard limit still holds.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            return Image.open(io.BytesIO(image.data), formats=[fmt.pil_name])
-        except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(str(exc)) from exc
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise InvalidImageError(
-                f"the file looks like {fmt.pil_name} but cannot be read: {exc}",
-                details={"format": fmt.name},
-            ) from exc
-
-
-def _read_exif(img: Image.Image) -> Image.Exif | None:
-    if img.format == "PNG" and "exif" not in img.info:
-        # Pillow's PNG getexif() decodes every pixel to reach an eXIf chunk after the image
-        # data; such files are rare, and decoding is what this extractor promises not to do.
-        return None
-    try:
-        exif = img.getexif()
-    except Exception:  # a broken EXIF block must not sink the rest of the answer
-        return None
-    return exif if len(exif) else None
-
-
 def _orientation(exif: Image.Exif | None) -> int | None:
     value = exif.get(_ORIENTATION_TAG) if exif is not None else None
     return value if isinstance(value, int) and 1 <= value <= 8 else None
@@ -222,12 +184,12 @@ def _json_value(value: Any, depth: int = 0) -> Any:
 def _exif_tags(exif: Image.Exif) -> dict[str, Any]:
     tags: dict[str, Any] = {}
     groups: list[tuple[Mapping[int, Any], Mapping[int, str]]] = [(exif, ExifTags.TAGS)]
-    for ifd, names in (
+    for ifd, ifd_names in (
         (ExifTags.IFD.Exif, ExifTags.TAGS),
         (ExifTags.IFD.GPSInfo, ExifTags.GPSTAGS),
     ):
         try:
-            groups.append((exif.get_ifd(ifd), names))
+            groups.append((exif.get_ifd(ifd), ifd_names))
         except Exception:  # a broken sub-IFD loses its own tags only
             continue
     for entries, names in groups:
@@ -251,11 +213,39 @@ def _icc_description(icc: bytes) -> str | None:
     return description.strip() or None
 
 
-def _dpi(img: Image.Image) -> list[float] | None:
-    dpi = img.info.get("dpi")
+_X_RESOLUTION_TAG = 0x011A
+_Y_RESOLUTION_TAG = 0x011B
+_RESOLUTION_UNIT_TAG = 0x0128
+_CM_PER_INCH = 2.54
+
+
+def _declared_dpi(img: Image.Image, exif: Image.Exif | None) -> Any:
+    if img.format != "JPEG":
+        return img.info.get("dpi")
+    # Pillow reports 72x72 for a JPEG whose EXIF has no resolution; only what the file says
+    # counts here: the JFIF header, else EXIF X/YResolution with an inch or cm unit.
+    if img.info.get("jfif_unit") in (1, 2):
+        return img.info.get("dpi")
+    if exif is None:
+        return None
+    unit = exif.get(_RESOLUTION_UNIT_TAG, 2)
+    x, y = exif.get(_X_RESOLUTION_TAG), exif.get(_Y_RESOLUTION_TAG, exif.get(_X_RESOLUTION_TAG))
+    if x is None or unit not in (2, 3):
+        return None
+    scale = _CM_PER_INCH if unit == 3 else 1.0
+    try:
+        return float(x) * scale, float(y) * scale
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _dpi(img: Image.Image, exif: Image.Exif | None) -> list[float] | None:
+    dpi = _declared_dpi(img, exif)
+    if not isinstance(dpi, tuple | list) or len(dpi) != 2:
+        return None
     try:
         x, y = (float(v) for v in dpi)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, ZeroDivisionError):
         return None
     if not (x > 0 and y > 0 and math.isfinite(x) and math.isfinite(y)):
         return None
@@ -362,24 +352,17 @@ def _duration_ms(pil_format: str, data: bytes) -> int | None:
         return None
 
 
-def _frame_count(img: Image.Image) -> int:
-    try:
-        return int(getattr(img, "n_frames", 1))
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InvalidImageError(f"the image's frames cannot be read: {exc}") from exc
-
-
 def extract_info(ctx: Context, image: InputFile, settings: dict[str, Any]) -> dict[str, Any]:
     fmt = image.format
-    img = _open_lazily(image)
-    exif = _read_exif(img)
+    img = open_lazily(image.data, image.limits, enforce_limits=False)
+    exif = read_exif(img)
     orientation = _orientation(exif)
     width, height = img.size
     if orientation in _SWAPS_AXES:
         width, height = height, width
     alpha = has_alpha(img) or "transparency" in img.info
     icc = img.info.get("icc_profile") or None
-    frames = _frame_count(img)
+    frames = frame_count(img)
     info: dict[str, Any] = {
         "width": width,
         "height": height,
@@ -390,7 +373,7 @@ def extract_info(ctx: Context, image: InputFile, settings: dict[str, Any]) -> di
         "hasAlpha": alpha,
         "colorSpace": _MODE_COLOR_SPACES.get(img.mode, img.mode.lower()),
         "bitDepth": _bit_depth(img, image.data),
-        "dpi": _dpi(img),
+        "dpi": _dpi(img, exif),
         "hasExif": exif is not None,
         "hasIcc": icc is not None,
         "iccDescription": _icc_description(icc) if isinstance(icc, bytes) else None,
@@ -487,6 +470,8 @@ def extract_palette(ctx: Context, image: InputFile, settings: dict[str, Any]) ->
     palette = quantized.getpalette() or []
     shares: dict[tuple[int, int, int], int] = {}
     for pixel_count, index in quantized.getcolors(maxcolors=256) or []:
+        if not isinstance(index, int):
+            continue
         r, g, b = palette[index * 3 : index * 3 + 3]
         shares[(r, g, b)] = shares.get((r, g, b), 0) + pixel_count
     total = sum(shares.values())

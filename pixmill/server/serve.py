@@ -1,0 +1,149 @@
+"""Running the app under gunicorn: the production server behind `pixmill serve`.
+
+One master process binds the socket and builds the app once (`preload_app`: the registry and
+the plugins' imports are shared copy-on-write by the forked workers); each worker serves
+requests on a pool of threads, so a slow upload or a long response does not hold up the rest.
+
+Ctrl-C (SIGINT) and SIGTERM both stop gracefully: the socket closes, requests in flight finish
+(up to `GRACEFUL_TIMEOUT_S`), then the processes exit. gunicorn treats SIGINT as an immediate
+stop; a terminal user pressing Ctrl-C should not cut other clients' downloads short.
+
+This module imports gunicorn at import time; only `pixmill serve` imports it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+from gunicorn.workers.gthread import ThreadWorker
+
+from pixmill.core.config import Config
+
+GRACEFUL_TIMEOUT_S = 20
+# A worker that does not check in for this long is restarted. Threaded workers check in from
+# their main loop, so a long request in a thread does not count against it.
+WORKER_TIMEOUT_S = 60
+KEEPALIVE_S = 5
+# The request line and headers are small in this API (bodies carry the files); tight limits
+# turn header floods into a quick 400 instead of buffered memory.
+LIMIT_REQUEST_LINE = 4094
+LIMIT_REQUEST_FIELDS = 100
+LIMIT_REQUEST_FIELD_SIZE = 8190
+
+
+class GracefulThreadWorker(ThreadWorker):
+    """gunicorn's threaded worker, with SIGINT finishing requests in flight like SIGTERM."""
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        signal.signal(signal.SIGINT, self.handle_exit)
+        signal.siginterrupt(signal.SIGINT, False)
+
+
+class GracefulArbiter(Arbiter):
+    """The master process; SIGINT stops gracefully, as SIGTERM does."""
+
+    def handle_int(self) -> None:
+        raise StopIteration
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname: it may resolve to anything
+
+
+def url_host(host: str) -> str:
+    """The host as it goes in a URL or a gunicorn bind (IPv6 addresses in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def gunicorn_options(
+    config: Config,
+    *,
+    access_log: bool = False,
+    log_level: str = "warning",
+    on_ready: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """The gunicorn settings for `config` (see the module docstring for the choices)."""
+    options: dict[str, Any] = {
+        "bind": [f"{url_host(config.host)}:{config.port}"],
+        "workers": config.workers,
+        "threads": config.threads,
+        "worker_class": GracefulThreadWorker,
+        "preload_app": True,
+        "timeout": WORKER_TIMEOUT_S,
+        "graceful_timeout": GRACEFUL_TIMEOUT_S,
+        "keepalive": KEEPALIVE_S,
+        "limit_request_line": LIMIT_REQUEST_LINE,
+        "limit_request_fields": LIMIT_REQUEST_FIELDS,
+        "limit_request_field_size": LIMIT_REQUEST_FIELD_SIZE,
+        "accesslog": "-" if access_log else None,
+        "errorlog": "-",
+        "loglevel": log_level,
+        "proc_name": "pixmill",
+    }
+    if on_ready is not None:
+        options["when_ready"] = on_ready
+    return options
+
+
+class PixmillServer(BaseApplication):
+    """gunicorn driven from code: no gunicorn command line or config file is read."""
+
+    def __init__(self, config: Config, options: dict[str, Any]) -> None:
+        self.pixmill_config = config
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from pixmill.server.app import create_app
+
+        return create_app(self.pixmill_config)
+
+    def run(self) -> None:
+        try:
+            GracefulArbiter(self).run()
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            sys.exit(1)
+
+
+def serving_url(server: Any, host: str) -> str:
+    """The URL of the first socket gunicorn bound (the real port when 0 was asked for)."""
+    bound = server.LISTENERS[0].sock.getsockname()
+    return f"http://{url_host(host)}:{bound[1]}"
+
+
+def run_server(config: Config, *, access_log: bool = False, log_level: str = "warning") -> None:
+    """Serve until stopped; prints `pixmill serving on <url> (N workers)` once bound."""
+    if not is_loopback(config.host):
+        print(
+            f"warning: binding {config.host} makes pixmill reachable from other machines; "
+            "it has no authentication yet. Use 127.0.0.1 behind a reverse proxy.",
+            file=sys.stderr,
+            flush=True,
+        )
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+
+    def announce(server: Any) -> None:
+        workers = f"{config.workers} worker{'s' if config.workers != 1 else ''}"
+        print(f"pixmill serving on {serving_url(server, config.host)} ({workers})", flush=True)
+
+    options = gunicorn_options(
+        config, access_log=access_log, log_level=log_level, on_ready=announce
+    )
+    PixmillServer(config, options).run()
