@@ -75,8 +75,16 @@ def bench_cli(data: bytes, workdir: Path, runs: int) -> tuple[float, float]:
     """Return (CPU seconds per single-image invocation, CPU seconds per image in a batch)."""
     src = workdir / "in.jpg"
     src.write_bytes(data)
-    cmd = [pixmill_bin(), "run", "resize", str(src), "-o", str(workdir / "out.jpg"),
-           "--set", f"width={TARGET_WIDTH}"]
+    cmd = [
+        pixmill_bin(),
+        "run",
+        "resize",
+        str(src),
+        "-o",
+        str(workdir / "out.jpg"),
+        "--set",
+        f"width={TARGET_WIDTH}",
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
     before = children_cpu_seconds()
     for _ in range(runs):
@@ -90,9 +98,18 @@ def bench_cli(data: bytes, workdir: Path, runs: int) -> tuple[float, float]:
         (batch_dir / f"in{i}.jpg").write_bytes(data)
     before = children_cpu_seconds()
     subprocess.run(
-        [pixmill_bin(), "run", "resize", *map(str, sorted(batch_dir.glob("*.jpg"))),
-         "-o", str(workdir / "batch-out"), "--set", f"width={TARGET_WIDTH}"],
-        check=True, capture_output=True,
+        [
+            pixmill_bin(),
+            "run",
+            "resize",
+            *map(str, sorted(batch_dir.glob("*.jpg"))),
+            "-o",
+            str(workdir / "batch-out"),
+            "--set",
+            f"width={TARGET_WIDTH}",
+        ],
+        check=True,
+        capture_output=True,
     )
     batch = (children_cpu_seconds() - before) / count
     return single, batch
@@ -126,14 +143,16 @@ def process_tree_cpu(root_pid: int) -> float:
 
 def multipart(data: bytes) -> tuple[bytes, str]:
     boundary = "pixmillbench0123456789"
-    body = b"".join([
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"settings\"\r\n\r\n".encode(),
-        f'{{"width": {TARGET_WIDTH}}}\r\n'.encode(),
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jpg\"\r\n"
-        "Content-Type: image/jpeg\r\n\r\n".encode(),
-        data,
-        f"\r\n--{boundary}--\r\n".encode(),
-    ])
+    body = b"".join(
+        [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="settings"\r\n\r\n'.encode(),
+            f'{{"width": {TARGET_WIDTH}}}\r\n'.encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="in.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n".encode(),
+            data,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
@@ -149,12 +168,16 @@ def post_many(port: int, body: bytes, content_type: str, count: int) -> None:
     conn.close()
 
 
-def bench_rest(data: bytes, port: int, requests: int, workdir: Path) -> dict[int, tuple[float, float]]:
+def bench_rest(
+    data: bytes, port: int, requests: int, workdir: Path
+) -> dict[int, tuple[float, float]]:
     """Return {concurrency: (server CPU seconds per request, requests per second)}."""
     env = dict(os.environ, PIXMILL_DATA_DIR=str(workdir / "data"))
     server = subprocess.Popen(
         [pixmill_bin(), "serve", "--port", str(port), "--workers", str(os.cpu_count() or 2)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 30
@@ -167,13 +190,17 @@ def bench_rest(data: bytes, port: int, requests: int, workdir: Path) -> dict[int
             except OSError:
                 pass
             if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError("pixmill serve did not start: " + server.stderr.read().decode()
-                                   if server.stderr else "")
+                raise RuntimeError(
+                    "pixmill serve did not start: " + server.stderr.read().decode()
+                    if server.stderr
+                    else ""
+                )
             time.sleep(0.2)
         body, content_type = multipart(data)
         # Warm every worker (imports, decoder tables) before measuring.
-        warm = [threading.Thread(target=post_many, args=(port, body, content_type, 3))
-                for _ in range(4)]
+        warm = [
+            threading.Thread(target=post_many, args=(port, body, content_type, 3)) for _ in range(4)
+        ]
         for thread in warm:
             thread.start()
         for thread in warm:
@@ -183,9 +210,10 @@ def bench_rest(data: bytes, port: int, requests: int, workdir: Path) -> dict[int
             per_client = requests // concurrency
             cpu_before = process_tree_cpu(server.pid)
             start = time.perf_counter()
-            threads = [threading.Thread(target=post_many,
-                                        args=(port, body, content_type, per_client))
-                       for _ in range(concurrency)]
+            threads = [
+                threading.Thread(target=post_many, args=(port, body, content_type, per_client))
+                for _ in range(concurrency)
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -211,27 +239,40 @@ def main() -> None:
     args = parser.parse_args()
 
     data = make_input()
-    print(f"input: 4000x3000 JPEG, {len(data) / 1e6:.2f} MB; output {TARGET_WIDTH} px wide, q{QUALITY}")
+    print(
+        f"input: 4000x3000 JPEG, {len(data) / 1e6:.2f} MB; "
+        f"output {TARGET_WIDTH} px wide, q{QUALITY}"
+    )
     print(f"cores: {os.cpu_count()}")
     raw = cpu_per_call(raw_pillow, data, 20)
     print(f"(a) raw Pillow with draft:          {raw * 1000:7.1f} ms CPU per image   1.00x")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         single, batch = bench_cli(data, workdir, args.cli_runs)
-        print(f"(b) pixmill run, one process/image: {single * 1000:7.1f} ms CPU per image "
-              f"{single / raw:6.2f}x (includes interpreter start-up)")
-        print(f"    pixmill run, {2 * args.cli_runs} images in one run: {batch * 1000:7.1f} ms "
-              f"CPU per image {batch / raw:6.2f}x")
+        print(
+            f"(b) pixmill run, one process/image: {single * 1000:7.1f} ms CPU per image "
+            f"{single / raw:6.2f}x (includes interpreter start-up)"
+        )
+        print(
+            f"    pixmill run, {2 * args.cli_runs} images in one run: {batch * 1000:7.1f} ms "
+            f"CPU per image {batch / raw:6.2f}x"
+        )
         rest = bench_rest(data, args.port, args.requests, workdir)
     for concurrency, (cpu, rps) in rest.items():
-        print(f"(c) REST inline, concurrency {concurrency}:    {cpu * 1000:7.1f} ms server CPU per "
-              f"request {cpu / raw:6.2f}x   {rps:6.2f} req/s")
+        print(
+            f"(c) REST inline, concurrency {concurrency}:    {cpu * 1000:7.1f} ms server CPU per "
+            f"request {cpu / raw:6.2f}x   {rps:6.2f} req/s"
+        )
     scaling = rest[4][1] / rest[1][1]
     rest_ratio = rest[1][0] / raw
-    print(f"REST CPU per request / raw Pillow: {rest_ratio:.2f}x (target <= 1.15x) "
-          f"{'PASS' if rest_ratio <= 1.15 else 'MISS'}")
-    print(f"req/s at c=4 / c=1: {scaling:.2f}x (target >= 1.8x) "
-          f"{'PASS' if scaling >= 1.8 else 'MISS'}")
+    print(
+        f"REST CPU per request / raw Pillow: {rest_ratio:.2f}x (target <= 1.15x) "
+        f"{'PASS' if rest_ratio <= 1.15 else 'MISS'}"
+    )
+    print(
+        f"req/s at c=4 / c=1: {scaling:.2f}x (target >= 1.8x) "
+        f"{'PASS' if scaling >= 1.8 else 'MISS'}"
+    )
 
 
 if __name__ == "__main__":

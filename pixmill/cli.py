@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import glob
 import json
+import logging
 import os
 import re
 import shlex
@@ -29,7 +30,7 @@ import click
 from marshmallow import Schema, fields
 
 from pixmill import __version__
-from pixmill.core import defaults
+from pixmill.core import defaults, plugin_host
 from pixmill.core.catalogue import describe, inputs_of, output_kind
 from pixmill.core.config import Config
 from pixmill.core.contracts import Extractor, OutputKind, Source, Tool
@@ -44,6 +45,8 @@ STDIN_NAME = "image"
 _GLOB_CHARS = re.compile(r"[*?[]")
 # Where the command being run records the definition it works on, for error hints.
 _DEFINITION_KEY = "pixmill.definition"
+# Longer lists of allowed values go on their own line under the setting in `tools show`.
+ALLOWED_COLUMN_WIDTH = 40
 
 Definition = Tool | Extractor | Source
 
@@ -108,11 +111,33 @@ def load_config(**overrides: Any) -> Config:
         raise click.UsageError(str(exc)) from None
 
 
+def load_quietly(config: Config) -> Registry:
+    """Load the plugins `PIXMILL_LOAD_PLUGINS` allows, without the host's own log lines: the
+    CLI reports plugin problems itself, once, in its own words."""
+    host_log = logging.getLogger(plugin_host.__name__)
+    silencer = logging.NullHandler()
+    propagate = host_log.propagate
+    host_log.addHandler(silencer)
+    host_log.propagate = False
+    try:
+        return load_registry(load_plugins=config.load_plugins)
+    finally:
+        host_log.removeHandler(silencer)
+        host_log.propagate = propagate
+
+
 def load_checked_registry(config: Config) -> Registry:
-    """Load the plugins `PIXMILL_LOAD_PLUGINS` allows; a broken plugin is a warning, not a crash."""
-    registry = load_registry(load_plugins=config.load_plugins)
+    """The registry, with each plugin problem as one warning line: a broken plugin never stops
+    the command unless the command needs exactly that plugin."""
+    registry = load_quietly(config)
     for plugin_name, error in registry.errors:
         warn(f"warning: plugin {plugin_name}: {error}")
+    missing = sorted(set(config.load_plugins or ()) - {info.name for info in registry.plugins})
+    if missing:
+        warn(
+            f"warning: PIXMILL_LOAD_PLUGINS names {', '.join(missing)}, not installed; "
+            "`pixmill plugins` lists the installed ones"
+        )
     return registry
 
 
@@ -350,6 +375,10 @@ class FileRunner:
             outcome = self.execute([(data, os.path.basename(path))])
         except PixmillError as exc:
             return FileOutcome(index, path, input_size=len(data), error=exc.message, code=exc.code)
+        except Exception as exc:  # a bug outside any plugin: still only this file's failure
+            return FileOutcome(
+                index, path, input_size=len(data), error=f"{type(exc).__name__}: {exc}"
+            )
         return FileOutcome(
             index,
             path,
@@ -372,7 +401,7 @@ def _init_worker(
     config: Config,
 ) -> None:
     global _process_runner
-    registry = load_registry(load_plugins=config.load_plugins)
+    registry = load_quietly(config)  # the parent has already warned about broken plugins
     _process_runner = FileRunner(registry, definition_id, raw_settings, extra_files, config)
 
 
@@ -409,11 +438,16 @@ def run_batch(
             ),
         )
         try:
-            futures = [
-                executor.submit(_run_in_worker, index, path) for index, path in enumerate(paths)
-            ]
+            futures = {
+                executor.submit(_run_in_worker, index, path): (index, path)
+                for index, path in enumerate(paths)
+            }
             for future in as_completed(futures):
-                yield future.result()
+                try:
+                    yield future.result()
+                except Exception as exc:  # the worker process died (killed, out of memory)
+                    index, path = futures[future]
+                    yield FileOutcome(index, path, error=f"worker failed: {exc!r}")
                 bar.update(1)
         finally:
             # On Ctrl-C or an early exit, do not wait for files nobody will collect.
@@ -500,7 +534,7 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[s
     ]
 
 
-@main.group(invoke_without_command=True)
+@main.group(invoke_without_command=True, short_help="List tools, extractors and sources.")
 @click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
 @click.pass_context
 def tools(ctx: click.Context, as_json: bool) -> None:
@@ -560,18 +594,26 @@ def describe_lines(definition: Definition, schema: Mapping[str, Any], plugin: st
         lines += ["", "Settings: none"]
     else:
         lines += ["", "Settings (--set NAME=VALUE):"]
+        allowed = {name: _schema_bounds(prop) for name, prop in properties.items()}
         rows = [
-            (name, _schema_type(prop), _schema_bounds(prop), _default(prop, name in required))
+            (
+                name,
+                _schema_type(prop),
+                allowed[name] if len(allowed[name]) <= ALLOWED_COLUMN_WIDTH else "(below)",
+                _default(prop, name in required),
+            )
             for name, prop in properties.items()
         ]
         header, *table = render_table(("NAME", "TYPE", "ALLOWED", "DEFAULT"), rows)
         lines.append("  " + header)
-        for prop, row_line in zip(properties.values(), table, strict=True):
+        indent = " " * 6
+        for (name, prop), row_line in zip(properties.items(), table, strict=True):
             lines.append("  " + row_line)
-            indent = " " * 6
             if prop.get("description"):
-                text = click.wrap_text(str(prop["description"]), 88, indent, indent)
-                lines += text.splitlines()
+                lines += click.wrap_text(str(prop["description"]), 88, indent, indent).splitlines()
+            if len(allowed[name]) > ALLOWED_COLUMN_WIDTH:
+                text = f"one of: {allowed[name]}"
+                lines += click.wrap_text(text, 88, indent, indent + "  ").splitlines()
             if prop.get("pattern"):
                 lines.append(f"{indent}must match {prop['pattern']}")
     lines += ["", "Example:", f"  {_example_command(definition)}"]
@@ -604,7 +646,9 @@ def _schema_bounds(prop: Mapping[str, Any]) -> str:
 
 
 def _number(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _default(prop: Mapping[str, Any], required: bool) -> str:
@@ -637,7 +681,7 @@ def _example_command(definition: Definition) -> str:
 # --- plugins ---------------------------------------------------------------------------------
 
 
-@main.command()
+@main.command(short_help="List installed plugins and their errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plugin reports as JSON.")
 def plugins(as_json: bool) -> None:
     """List installed plugins: package, version, hooks, what each provides, and errors.
@@ -645,7 +689,7 @@ def plugins(as_json: bool) -> None:
     A broken plugin is listed with ERROR and what to do about it; it never stops the others,
     and this command still exits 0.
     """
-    registry = load_registry(load_plugins=load_config().load_plugins)
+    registry = load_quietly(load_config())
     if as_json:
         click.echo(dump_json([info.to_dict() for info in registry.plugins]))
         return
@@ -711,7 +755,7 @@ def _with(options: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any]:
     return decorate
 
 
-@main.command()
+@main.command(short_help="Run a tool on files (parallel for many).")
 @click.argument("tool_id", metavar="TOOL")
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.option(
@@ -879,7 +923,7 @@ def _run_many(
         raise click.exceptions.Exit(1)
 
 
-@main.command()
+@main.command(short_help="Print what an extractor reads from images.")
 @click.argument("extractor_id", metavar="EXTRACTOR")
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @_with(_settings_options)
@@ -994,7 +1038,7 @@ class _JsonSink:
 # --- fetch -----------------------------------------------------------------------------------
 
 
-@main.command(name="fetch")
+@main.command(name="fetch", short_help="Bring images in from a source.")
 @click.argument("source_id", metavar="SOURCE")
 @_with(_settings_options)
 @click.option(
@@ -1066,7 +1110,7 @@ def _provenance_line(entry: Mapping[str, Any]) -> str:
 # --- serve -----------------------------------------------------------------------------------
 
 
-@main.command()
+@main.command(short_help="Serve the REST API (gunicorn).")
 @click.option(
     "--host",
     help=f"Address to bind. [env PIXMILL_HOST; default {defaults.HOST}]",

@@ -37,6 +37,12 @@ def invoke(*args: str, input: bytes | None = None, env: dict[str, str] | None = 
     return CliRunner().invoke(cli.main, list(args), input=input, env=env)
 
 
+def messages(result: Result) -> list[str]:
+    """stderr without plugin warnings (a plugin being broken elsewhere is not this test's
+    subject)."""
+    return [line for line in result.stderr.splitlines() if not line.startswith("warning: ")]
+
+
 def decoded(path: Path | bytes) -> Image.Image:
     data = path.read_bytes() if isinstance(path, Path) else path
     img = Image.open(io.BytesIO(data))
@@ -82,8 +88,8 @@ def test_tools_table_lists_each_tool_with_its_kind_and_output(work: Path) -> Non
     assert header.split() == ["ID", "SECTION", "KIND", "OUTPUT", "NAME"]
     by_id = {row.split()[0]: row.split() for row in rows}
     assert by_id["resize"][:4] == ["resize", "image", "tool", "image"]
-    if "info" in by_id:
-        assert by_id["info"][:4] == ["info", "image", "extractor", "json"]
+    assert by_id["info"][:4] == ["info", "image", "extractor", "json"]
+    assert by_id["generate"][:4] == ["generate", "-", "source", "images"]
 
 
 def test_tools_json_describes_every_catalogue_entry(work: Path, registry: Registry) -> None:
@@ -292,7 +298,7 @@ def test_validation_errors_list_each_field(work: Path, photo: Path) -> None:
         "run", "resize", str(photo), "--set", "width=0", "--set", "fit=squash", "--set", "widht=5"
     )
     assert result.exit_code == 1
-    lines = result.stderr.splitlines()
+    lines = messages(result)
     assert lines[0] == "error: invalid settings for resize"
     assert any(line.startswith("  width: Must be greater than or equal to 1") for line in lines)
     assert any(line.startswith("  fit: Must be one of: cover") for line in lines)
@@ -325,7 +331,8 @@ def test_a_corrupt_single_input_is_an_error_with_exit_1(work: Path) -> None:
     (work / "bad.png").write_bytes(images.png(40, 40)[:200])
     result = invoke("run", "resize", "bad.png", "--set", "width=5")
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: ")
+    (line,) = messages(result)
+    assert line.startswith("error: ") and "truncated" in line
     assert not list(work.glob("bad-resize*"))
 
 
@@ -384,6 +391,36 @@ def test_several_inputs_need_an_output_directory(work: Path, photo: Path) -> Non
     result = invoke("run", "resize", str(photo), "other.jpg", "--set", "width=5")
     assert result.exit_code == 2
     assert "-o DIR" in result.stderr
+
+
+def run_crash(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> ImageResult:
+    if inputs.file.filename == "die.png":
+        os._exit(3)  # a native crash or the OOM killer, as far as the parent can tell
+    return ImageResult(inputs.file.open())
+
+
+class CrashPlugin:
+    __name__ = "crash_plugin"
+
+    @hookimpl
+    def pixmill_tools(self) -> list[Tool]:
+        return [
+            Tool(id="crash", name="Crash", description="Dies.", settings=Settings, run=run_crash)
+        ]
+
+
+def test_a_dying_worker_process_fails_files_not_the_command(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        cli, "load_registry", lambda load_plugins=None: load_registry(extra_plugins=[CrashPlugin()])
+    )
+    for name in ("a.png", "die.png", "z.png"):
+        Image.new("RGB", (8, 8), (1, 2, 3)).save(work / name)
+    result = invoke("run", "crash", "a.png", "die.png", "z.png", "-o", "out", "-j", "2")
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)  # reported, not a traceback
+    assert "error: die.png: worker failed" in result.stderr
 
 
 # --- extra file inputs -----------------------------------------------------------------------
@@ -557,12 +594,12 @@ def test_serve_builds_its_config_from_env_and_flags(
 
 
 def test_gunicorn_options() -> None:
-    from pixmill.server.serve import GracefulThreadWorker, gunicorn_options, is_loopback
+    from pixmill.server.serve import gunicorn_options, is_loopback
 
     options = gunicorn_options(Config(host="::1", port=8080, workers=2, threads=8))
     assert options["bind"] == ["[::1]:8080"]
     assert (options["workers"], options["threads"]) == (2, 8)
-    assert options["worker_class"] is GracefulThreadWorker
+    assert (options["worker_class"], options["preload_app"]) == ("gthread", True)
     assert options["accesslog"] is None
     assert gunicorn_options(Config(), access_log=True)["accesslog"] == "-"
     assert [
@@ -594,6 +631,26 @@ def pixmill_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield env
 
 
+def _multipart(data: bytes, settings: dict[str, Any]) -> tuple[bytes, str]:
+    boundary = "pixmilltestboundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="settings"\r\n\r\n'.encode()
+        + json.dumps(settings).encode(),
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n".encode()
+        + data,
+    ]
+    body = b"\r\n".join(parts) + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def _read_all(conn: socket.socket) -> bytes:
+    chunks = []
+    while chunk := conn.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @pytest.mark.server
 def test_serve_answers_and_stops_gracefully_on_sigint(
     tmp_path: Path, pixmill_env: dict[str, str]
@@ -606,6 +663,7 @@ def test_serve_answers_and_stops_gracefully_on_sigint(
         text=True,
         env=pixmill_env,
         cwd=tmp_path,
+        start_new_session=True,  # its own process group, as a terminal would give it
     )  # fmt: skip
     try:
         line = _read_line(proc, time.monotonic() + 30)
@@ -618,11 +676,27 @@ def test_serve_answers_and_stops_gracefully_on_sigint(
         with urllib.request.urlopen(f"{url}/api/v1/health", timeout=10) as response:
             assert response.status == 200
             assert json.load(response)["status"] == "healthy"
-        proc.send_signal(signal.SIGINT)
+        # Ctrl-C reaches the whole process group; a request in flight is still answered.
+        body, content_type = _multipart(images.jpeg(300, 200), {"width": 30})
+        with socket.create_connection((host, int(port)), timeout=20) as conn:
+            conn.sendall(
+                b"POST /api/v1/tools/image/resize HTTP/1.1\r\n"
+                + f"Host: {host}\r\nContent-Type: {content_type}\r\n".encode()
+                + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body[:100]
+            )
+            time.sleep(0.5)
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(1.0)
+            conn.sendall(body[100:])
+            answer = _read_all(conn)
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 200 OK", answer[:300]
+        assert json.loads(rest.partition(b"\r\n\r\n")[2])["processedSize"] > 0
         assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
 
 
@@ -654,3 +728,20 @@ def test_real_subprocess_run(tmp_path: Path, pixmill_env: dict[str, str]) -> Non
     assert batch.returncode == 0, batch.stderr
     assert decoded(tmp_path / "out" / "in.jpg").size == (40, 30)
     assert decoded(tmp_path / "out" / "in2.jpg").size == (20, 30)
+
+
+def test_run_server_warns_on_a_non_loopback_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pixmill.server.serve as serve_module
+
+    started: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        serve_module.PixmillServer, "run", lambda self: started.append(self.options)
+    )
+    serve_module.run_server(Config(host="0.0.0.0", port=8000, data_dir=tmp_path / "d"))
+    assert "warning: binding 0.0.0.0 makes pixmill reachable" in capsys.readouterr().err
+    assert started[0]["bind"] == ["0.0.0.0:8000"]
+    assert (tmp_path / "d").is_dir()
+    serve_module.run_server(Config(host="127.0.0.1", data_dir=tmp_path / "d"))
+    assert capsys.readouterr().err == ""

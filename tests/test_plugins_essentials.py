@@ -299,6 +299,20 @@ def test_resize_refuses_an_output_over_the_pixel_limit(run_tool: Any) -> None:
     assert "10000x10000" in caught.value.message
 
 
+def test_resize_refuses_a_letterbox_over_the_pixel_limit(run_tool: Any) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        run_tool("resize", images.jpeg(40, 30), width=16384, height=16384, fit="contain")
+    assert caught.value.code == "OUTPUT_TOO_LARGE"
+
+
+def test_resize_refuses_an_animation_over_the_pixel_budget(run_tool: Any) -> None:
+    # 8000x6000 fits the 50M-pixel limit frame by frame, not 20 times over.
+    with pytest.raises(BadRequestError) as caught:
+        run_tool("resize", images.animated_gif(64, 48, 20), "a.gif", width=8000)
+    assert caught.value.code == "OUTPUT_TOO_LARGE"
+    assert caught.value.details["frames"] == 20
+
+
 @pytest.mark.parametrize(
     ("settings", "field"),
     [
@@ -775,6 +789,15 @@ def test_compress_png_to_target_size(run_tool: Any) -> None:
     assert img.format == "PNG"
     assert img.size == (320, 240)
     assert psnr(img, images.photo(320, 240)) > 22
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("BMP", "p.bmp"), ("ICO", "p.ico"), ("TIFF", "p.tif")])
+def test_compress_lossless_formats_to_target_size(run_tool: Any, fmt: str, name: str) -> None:
+    data = encode(images.photo(200, 150), fmt)
+    target = len(data) // 3
+    outcome = run_tool("compress", data, name, mode="targetSize", targetSizeKb=target / 1024)
+    assert outcome.size <= target
+    assert decode(outcome).format == fmt
 
 
 def test_compress_animated_webp_keeps_frames(run_tool: Any) -> None:

@@ -10,19 +10,22 @@ caller says how small it needs them.
 from __future__ import annotations
 
 import io
+import re
+import struct
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from struct import error as struct_error  # escapes some Pillow decoders on broken headers
-from typing import Any
+from typing import Any, Literal
 
-from PIL import Image, ImageFile, ImageOps, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps
 
 from pixmill.core.errors import (
     AnimatedImageError,
     BadRequestError,
     ImageTooLargeError,
     InvalidImageError,
+    PixmillError,
     UnsupportedFormatError,
 )
 
@@ -62,6 +65,9 @@ FORMAT_ALIASES = {"jpeg": "jpg", "tif": "tiff", "jpe": "jpg"}
 OUTPUT_FORMAT_NAMES = tuple(FORMATS)
 
 DEFAULT_QUALITY = {"jpg": 85, "webp": 80, "avif": 60, "heic": 60, "heif": 60}
+
+# Largest side each container can record; bigger outputs are refused before the encoder fails.
+MAX_SIDE = {"JPEG": 65_535, "WEBP": 16_383, "GIF": 65_535, "AVIF": 65_536, "HEIF": 65_536}
 
 # ISO-BMFF brands (bytes 8..12 of an `ftyp` box) that we accept, by format.
 _AVIF_BRANDS = {b"avif", b"avis"}
@@ -135,6 +141,56 @@ class ImageLimits:
 _EXIF_ORIENTATION = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}
 
+# Budgets on the structures Pillow walks in Python before (or instead of) handing work to C.
+# Each is far above what any real encoder writes and far below what makes a small file cost
+# seconds of CPU or hundreds of MB of bookkeeping (measured: a 91 KB progressive JPEG with
+# 1000 scans took 17 s to decode; a 12 MB PNG of a million empty chunks took 5 s and 150 MB).
+MAX_JPEG_SCANS = 64
+_MAX_JPEG_SEGMENTS = 65_536
+_MAX_PNG_CHUNKS = 100_000
+_MAX_TIFF_DIRECTORIES = 65_536
+_GIF_BASE_STEPS = 65_536
+# Pillow decodes run-length-encoded BMPs in Python, byte by byte: 4 Mpx is ~0.5 s worst case.
+MAX_RLE_BMP_PIXELS = 4_194_304
+
+
+@dataclass(frozen=True)
+class _Structure:
+    """What walking the container established, kept on the opened image (`_STRUCTURE`)."""
+
+    frames: int
+    # The largest frame or page, when frames may differ in size (GIF frames can grow the
+    # canvas, TIFF pages each have their own size): Pillow resizes the image as it seeks.
+    largest: tuple[int, int] | None = None
+
+
+_STRUCTURE = "_pixmill_structure"
+
+
+@contextmanager
+def _decoding(failure: str, fmt: str | None = None) -> Iterator[None]:
+    """Turn whatever a decoder raises on hostile bytes into a 413 or a 422.
+
+    Pillow's decoders answer malformed input with many exception types (OSError, SyntaxError,
+    ValueError, EOFError, IndexError, TypeError, KeyError, struct.error, AssertionError, and
+    RuntimeError from libavif among those fuzzing found); none of them may escape as a 500.
+    """
+    try:
+        yield
+    except PixmillError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"the image is too large to decode: {exc}") from exc
+    except MemoryError as exc:
+        raise ImageTooLargeError(
+            "the image is too large to decode with the memory available"
+        ) from exc
+    except Exception as exc:
+        raise InvalidImageError(
+            f"{failure}: {exc or type(exc).__name__}",
+            details={"format": fmt} if fmt else {},
+        ) from exc
+
 
 def open_image(
     data: bytes,
@@ -160,34 +216,42 @@ def open_image(
             "it was refused rather than flattened to its first frame",
             details={"frames": frames},
         )
-    if draft_size is not None and img.format == "JPEG":
+    if draft_size is not None and img.format in ("JPEG", "MPO"):
         width, height = draft_size
         if _orientation(img) in _SWAPS_AXES:
             width, height = height, width
         # draft() only chooses a DCT scale that keeps the image at least this large.
-        img.draft(img.mode if img.mode in ("RGB", "L", "CMYK") else "RGB", (width, height))
+        with _decoding("the JPEG cannot be decoded at reduced size", "jpg"):
+            img.draft(img.mode if img.mode in ("RGB", "L", "CMYK") else "RGB", (width, height))
     _load(img)
     return _upright(img)
 
 
 def iter_frames(data: bytes, limits: ImageLimits) -> Iterator[tuple[Image.Image, int]]:
-    """Yield each frame of a (possibly animated) image as an RGBA/RGB copy with its duration."""
+    """Yield each frame of a (possibly animated) image as an upright RGBA/RGB copy with its
+    duration in ms (a still image yields one frame)."""
     img = open_lazily(data, limits)
-    frames = getattr(img, "n_frames", 1)
-    if frames * img.width * img.height > limits.max_pixels * 4:
+    frames = frame_count(img)
+    structure = getattr(img, _STRUCTURE, None)
+    width, height = img.size
+    if isinstance(structure, _Structure) and structure.largest is not None:
+        width, height = structure.largest
+    if frames * width * height > limits.max_pixels * 4:
         raise ImageTooLargeError(
-            f"the animation holds {frames} frames of {img.width}x{img.height} pixels, more than "
+            f"the animation holds {frames} frames of up to {width}x{height} pixels, more than "
             "this server decodes",
-            details={"frames": frames, "width": img.width, "height": img.height},
+            details={"frames": frames, "width": width, "height": height},
         )
-    try:
-        for frame in ImageSequence.Iterator(img):
-            duration = int(frame.info.get("duration", img.info.get("duration", 100)) or 100)
-            converted = frame.convert("RGBA" if _has_alpha(frame) else "RGB")
+    orientation = _orientation(img)
+    for index in range(frames):
+        # The yield stays outside the guard: errors raised in the consumer are not ours.
+        with _decoding("the animation could not be decoded"):
+            if index:
+                img.seek(index)
+            duration = int(img.info.get("duration", 100) or 100)
+            converted = img.convert("RGBA" if _has_alpha(img) else "RGB")
             converted.info = dict(img.info)
-            yield converted, duration
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InvalidImageError(f"the animation could not be decoded: {exc}") from exc
+        yield (_upright(converted) if orientation != 1 else converted), duration
 
 
 @dataclass(frozen=True)
@@ -211,25 +275,27 @@ def read_header(data: bytes, limits: ImageLimits) -> ImageHeader:
 def open_lazily(data: bytes, limits: ImageLimits, *, enforce_limits: bool = True) -> Image.Image:
     """Open the header only, with the sniffed format's decoder alone; no pixel is decoded.
 
+    Before Pillow sees the bytes, the file's structure is walked (without decoding) so that
+    inputs which would make Pillow's own parsing slow or memory-hungry are refused, and so
+    that no pixel is decoded at open time beyond `limits` (ICO decodes its icon on open).
+
     `enforce_limits=False` is for readers that never decode (e.g. the info extractor): they
     may report the size of an image this server would refuse to process.
     """
     fmt = sniff_format(data)
     if fmt.pil_name == "HEIF":
         _ensure_heif()
-    with warnings.catch_warnings():
-        # Pillow warns (and only warns) between MAX_IMAGE_PIXELS and twice that: for us a
-        # warning is already a refusal.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data), formats=[fmt.pil_name])
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageTooLargeError(str(exc)) from exc
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise InvalidImageError(
-                f"the file looks like {fmt.pil_name} but cannot be read: {exc}",
-                details={"format": fmt.name},
-            ) from exc
+    structure = _check_structure(fmt, data, limits, enforce_limits)
+    with (
+        warnings.catch_warnings(),
+        _decoding(f"the file looks like {fmt.pil_name} but cannot be read", fmt.name),
+    ):
+        # Pillow warns between its own MAX_IMAGE_PIXELS (~89 Mpx) and twice that; our limit,
+        # checked below, is the one that counts (Pillow's error above 2x still stands).
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(io.BytesIO(data), formats=[fmt.pil_name])
+    if structure is not None:
+        setattr(img, _STRUCTURE, structure)
     width, height = img.size
     if width <= 0 or height <= 0:
         raise InvalidImageError("the image declares an empty size")
@@ -244,30 +310,292 @@ def open_lazily(data: bytes, limits: ImageLimits, *, enforce_limits: bool = True
     if fmt.supports_animation or fmt.pil_name in ("TIFF", "ICO"):
         frames = frame_count(img)
         if frames > limits.max_frames:
-            raise ImageTooLargeError(
-                f"the image has {frames} frames; this server accepts at most {limits.max_frames}",
-                details={"frames": frames, "maxFrames": limits.max_frames},
-            )
+            raise _too_many_frames(frames, limits)
     return img
 
 
 def frame_count(img: Image.Image) -> int:
     """Frames in a lazily opened image (1 for stills); a broken frame table is 422."""
-    try:
+    structure = getattr(img, _STRUCTURE, None)
+    if isinstance(structure, _Structure):
+        return structure.frames
+    with _decoding("the image's frames cannot be read"):
         return int(getattr(img, "n_frames", 1))
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InvalidImageError(f"the image's frames cannot be read: {exc}") from exc
 
 
 def _load(img: Image.Image) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            img.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageTooLargeError(str(exc)) from exc
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct_error) as exc:
-            raise InvalidImageError(f"the image data is corrupt or truncated: {exc}") from exc
+    with _decoding("the image data is corrupt or truncated"):
+        img.load()
+
+
+def _too_many_frames(frames: int, limits: ImageLimits) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"the image has {frames} frames; this server accepts at most {limits.max_frames}",
+        details={"frames": frames, "maxFrames": limits.max_frames},
+    )
+
+
+def _abnormal(fmt: ImageFormat, what: str) -> InvalidImageError:
+    return InvalidImageError(
+        f"the {fmt.pil_name} file is malformed: {what}; it was refused before decoding",
+        details={"format": fmt.name},
+    )
+
+
+def _check_structure(
+    fmt: ImageFormat, data: bytes, limits: ImageLimits, enforce_limits: bool
+) -> _Structure | None:
+    """Walk the container (no decoding) and refuse what would make decoding a bomb.
+
+    Returns what the walk established (GIF, TIFF, JPEG), else None. The walks are lenient:
+    anything they do not understand is left for the decoder to reject.
+    """
+    enforced = limits if enforce_limits else None
+    if fmt.pil_name == "JPEG":
+        _check_jpeg(fmt, data)
+        # A multi-picture JPEG (MPO) holds alternates (stereo pair, depth map, preview), not
+        # an animation: only its primary picture is ever decoded.
+        return _Structure(frames=1)
+    if fmt.pil_name == "PNG":
+        _check_png(fmt, data)
+    elif fmt.pil_name == "GIF":
+        return _walk_gif(fmt, data, enforced)
+    elif fmt.pil_name == "TIFF":
+        return _walk_tiff(fmt, data, enforced)
+    elif fmt.pil_name == "ICO":
+        _check_ico(fmt, data, limits)
+    elif fmt.pil_name == "BMP" and enforce_limits:
+        _check_bmp(data, 14)
+    return None
+
+
+def _check_jpeg(fmt: ImageFormat, data: bytes) -> None:
+    """Count the primary picture's segments and scans (SOS markers) up to its EOI.
+
+    libjpeg re-walks the whole coefficient buffer once per progressive scan, so the scan
+    count multiplies the decoding time; Pillow walks the header segments (and stray bytes
+    between them, one at a time) in Python and keeps every APPn segment in a list.
+    """
+    end = len(data)
+    pos = 2
+    steps = scans = 0
+    in_scan = False
+    while pos + 1 < end:
+        steps += 1
+        if steps > _MAX_JPEG_SEGMENTS:
+            raise _abnormal(fmt, f"more than {_MAX_JPEG_SEGMENTS:,} segments or stray bytes")
+        if data[pos] != 0xFF:
+            if in_scan:
+                found = _JPEG_NEXT_MARKER.search(data, pos)
+                if found is None:
+                    return
+                pos = found.start()
+            else:
+                next_marker = data.find(b"\xff", pos)
+                if next_marker < 0:
+                    return
+                steps += next_marker - pos
+                pos = next_marker
+            continue
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker in (0x00, 0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # markers without length
+            pos += 2
+        elif marker == 0xD9:  # end of the primary picture: the rest is never decoded here
+            return
+        else:
+            if pos + 4 > end:
+                return
+            if marker == 0xDA:
+                scans += 1
+                if scans > MAX_JPEG_SCANS:
+                    raise _abnormal(fmt, f"more than {MAX_JPEG_SCANS} progressive scans")
+                in_scan = True
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+
+
+# The next marker inside entropy-coded data: 0xFF not followed by a stuffed 0x00, a restart
+# marker or another 0xFF (fill).
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _check_png(fmt: ImageFormat, data: bytes) -> None:
+    """Pillow handles each chunk in Python and keeps every private chunk: count them."""
+    pos, end, chunks = 8, len(data), 0
+    while pos + 8 <= end:
+        chunks += 1
+        if chunks > _MAX_PNG_CHUNKS:
+            raise _abnormal(fmt, f"more than {_MAX_PNG_CHUNKS:,} chunks")
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return
+        pos += 12 + length
+
+
+# Where the next GIF block may start after stray bytes (Pillow skips them one at a time).
+_GIF_BLOCK_START = re.compile(rb"[!,;]")
+
+
+def _walk_gif(fmt: ImageFormat, data: bytes, limits: ImageLimits | None) -> _Structure:
+    """Count image descriptors by walking GIF blocks as Pillow's frame seeking does, and find
+    the canvas the frames really need.
+
+    Pillow reads every data sub-block (1 to 255 bytes) and every stray byte with a Python
+    call, and keeps each comment sub-block in a list: a file of tiny sub-blocks is cheap to
+    send and costly to open, so the walk has a budget proportional to the file's size. And a
+    frame that reaches past the logical screen grows the image when Pillow seeks to it,
+    after the size was checked: the largest extent is checked here instead.
+    """
+    end = len(data)
+    if end < 13:
+        return _Structure(frames=1)  # too short to hold a frame: left for the decoder
+    budget = _GIF_BASE_STEPS + end // 128
+    steps = frames = 0
+    canvas_w = int.from_bytes(data[6:8], "little")
+    canvas_h = int.from_bytes(data[8:10], "little")
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+
+    def skip_sub_blocks(at: int) -> int:
+        nonlocal steps
+        while at < end:
+            steps += 1
+            if steps > budget:
+                raise _abnormal(fmt, "too many data sub-blocks or stray bytes for its size")
+            size = data[at]
+            at += 1 + size
+            if size == 0:
+                break
+        return at
+
+    while pos < end:
+        steps += 1
+        tag = data[pos]
+        if tag == 0x3B:  # trailer
+            break
+        if tag == 0x21:  # extension: a label, then sub-blocks
+            pos = skip_sub_blocks(pos + 2)
+        elif tag == 0x2C:  # image descriptor
+            frames += 1
+            if pos + 10 > end:
+                break
+            left, top, width, height = struct.unpack_from("<4H", data, pos + 1)
+            canvas_w, canvas_h = max(canvas_w, left + width), max(canvas_h, top + height)
+            if limits is not None:
+                if frames > limits.max_frames:
+                    raise _too_many_frames(frames, limits)
+                _check_pixels(canvas_w, canvas_h, limits, "a frame of the animation reaches")
+            packed = data[pos + 9]
+            pos += 10 + (3 << ((packed & 7) + 1) if packed & 0x80 else 0)
+            pos = skip_sub_blocks(pos + 1)  # after the LZW minimum code size
+        else:
+            found = _GIF_BLOCK_START.search(data, pos)
+            next_block = found.start() if found else end
+            steps += next_block - pos
+            pos = next_block
+        if steps > budget:
+            raise _abnormal(fmt, "too many data sub-blocks or stray bytes for its size")
+    return _Structure(frames=max(frames, 1), largest=(canvas_w, canvas_h))
+
+
+def _walk_tiff(fmt: ImageFormat, data: bytes, limits: ImageLimits | None) -> _Structure:
+    """Follow the IFD chain as Pillow does: count the pages and check each page's size.
+
+    Pillow looks each new offset up in a list (quadratic: 100,000 pages took 90 s) and parses
+    every directory entry in Python, so directories that overlap each other (no real file
+    does that) would let a small file make it parse millions of entries. Each page has its
+    own size, which Pillow takes on when it seeks there, after the first page was checked.
+    """
+    end = len(data)
+    if end < 8:
+        return _Structure(frames=1)
+    order: Literal["little", "big"] = "little" if data[:2] == b"II" else "big"
+    prefix = "<" if order == "little" else ">"
+    offset = int.from_bytes(data[4:8], order)
+    seen: set[int] = set()
+    entries = 0
+    largest = (0, 0)
+    while offset and offset not in seen and offset + 2 <= end:
+        seen.add(offset)
+        if limits is not None and len(seen) > limits.max_frames:
+            raise _too_many_frames(len(seen), limits)
+        if len(seen) > _MAX_TIFF_DIRECTORIES:
+            raise _abnormal(fmt, f"more than {_MAX_TIFF_DIRECTORIES:,} image directories")
+        count = int.from_bytes(data[offset : offset + 2], order)
+        entries += count
+        if entries * 12 > end:
+            raise _abnormal(
+                fmt, "its image directories hold more entries than the file has room for"
+            )
+        size = {256: 0, 257: 0}
+        for entry in range(offset + 2, min(offset + 2 + 12 * count, end - 11), 12):
+            tag, kind = struct.unpack_from(prefix + "HH", data, entry)
+            if tag > 257:
+                break  # entries are sorted by tag: width (256) and height (257) come first
+            if tag in size:
+                value_format = prefix + ("H" if kind == 3 else "I")
+                size[tag] = struct.unpack_from(value_format, data, entry + 8)[0]
+        if size[256] * size[257] > largest[0] * largest[1]:
+            largest = (size[256], size[257])
+        if limits is not None:
+            _check_pixels(size[256], size[257], limits, f"page {len(seen)} is")
+        next_at = offset + 2 + 12 * count
+        if next_at + 4 > end:
+            break
+        offset = int.from_bytes(data[next_at : next_at + 4], order)
+    return _Structure(frames=max(len(seen), 1), largest=largest if largest[0] else None)
+
+
+def _check_pixels(width: int, height: int, limits: ImageLimits, what: str) -> None:
+    if width * height > limits.max_pixels:
+        raise ImageTooLargeError(
+            f"{what} {width}x{height} ({width * height:,} pixels); this server decodes at most "
+            f"{limits.max_pixels:,} pixels",
+            details={"width": width, "height": height, "maxPixels": limits.max_pixels},
+        )
+
+
+def _check_ico(fmt: ImageFormat, data: bytes, limits: ImageLimits) -> None:
+    """Check every icon's real size: the directory's 1-byte sizes say nothing about the PNG
+    or BMP inside, and Pillow decodes the largest icon while opening the file."""
+    if len(data) < 6:
+        return
+    count = int.from_bytes(data[4:6], "little")
+    for index in range(count):
+        entry = 6 + 16 * index
+        if entry + 16 > len(data):
+            return
+        offset = int.from_bytes(data[entry + 12 : entry + 16], "little")
+        if data[offset : offset + 8] == b"\x89PNG\r\n\x1a\n":
+            width = int.from_bytes(data[offset + 16 : offset + 20], "big")
+            height = int.from_bytes(data[offset + 20 : offset + 24], "big")
+        else:
+            # The height of an icon's bitmap counts its AND mask too: halve it.
+            width, height = _check_bmp(data, offset, height_scale=2)
+        _check_pixels(width, height, limits, "the icon holds an image of")
+
+
+def _check_bmp(data: bytes, dib_offset: int, height_scale: int = 1) -> tuple[int, int]:
+    """The bitmap's size from its DIB header; run-length-encoded ones have their own cap."""
+    header = data[dib_offset : dib_offset + 20]
+    if len(header) < 20:
+        return 0, 0
+    header_size = int.from_bytes(header[0:4], "little")
+    if header_size == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes, never compressed
+        return (
+            int.from_bytes(header[4:6], "little"),
+            int.from_bytes(header[6:8], "little") // height_scale,
+        )
+    width = abs(int.from_bytes(header[4:8], "little", signed=True))
+    height = abs(int.from_bytes(header[8:12], "little", signed=True)) // height_scale
+    compression = int.from_bytes(header[16:20], "little")
+    if compression in (1, 2) and width * height > MAX_RLE_BMP_PIXELS:
+        raise ImageTooLargeError(
+            f"the run-length-encoded bitmap is {width}x{height}; such bitmaps are decoded by a "
+            f"slow path and this server accepts them up to {MAX_RLE_BMP_PIXELS:,} pixels",
+            details={"width": width, "height": height, "maxPixels": MAX_RLE_BMP_PIXELS},
+        )
+    return width, height
 
 
 def read_exif(img: Image.Image) -> Image.Exif | None:
@@ -338,7 +666,10 @@ def _prepare_mode(
     if fmt.pil_name == "JPEG" and mode not in ("RGB", "L", "CMYK"):
         return img.convert("RGB")
     if fmt.pil_name in ("WEBP", "AVIF", "HEIF") and mode not in ("RGB", "RGBA"):
-        return img.convert("RGBA" if alpha else "RGB")
+        converted = img.convert("RGBA" if alpha else "RGB")
+        if mode in ("L", "LA", "I", "1"):
+            converted.info.pop("icc_profile", None)  # a grey profile on RGB pixels would be a lie
+        return converted
     if fmt.pil_name == "BMP" and mode not in ("RGB", "L", "P", "1"):
         return img.convert("RGB")
     if fmt.pil_name == "ICO" and mode not in ("RGBA", "RGB"):
@@ -365,6 +696,14 @@ def encode_image(
     """
     if isinstance(fmt, str):
         fmt = format_by_name(fmt)
+    max_side = MAX_SIDE.get(fmt.pil_name)
+    if max_side is not None and max(img.size) > max_side:
+        raise BadRequestError(
+            f"{fmt.name} images can be at most {max_side} pixels on a side; the result is "
+            f"{img.width}x{img.height}. Choose a smaller size or another format (png, tiff)",
+            code="OUTPUT_TOO_LARGE",
+            details={"width": img.width, "height": img.height, "maxSide": max_side},
+        )
     if fmt.pil_name == "HEIF":
         _ensure_heif()
     first = _prepare_mode(img, fmt, background)

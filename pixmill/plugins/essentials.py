@@ -253,7 +253,7 @@ def resize_image(
     if canvas == scaled:
         return img
     color = _parse_color(settings["background"])
-    mode = "RGBA" if color[3] < 255 or has_alpha(img) or img.mode == "LA" else "RGB"
+    mode = "RGBA" if color[3] < 255 or has_alpha(img) else "RGB"
     board = Image.new(mode, canvas, color if mode == "RGBA" else color[:3])
     pasted = _convert(img, mode)
     board.info = dict(pasted.info)
@@ -330,7 +330,7 @@ class CropSettings(Settings):
         problems: dict[str, list[str]] = {}
         for start, extent in (("left", "width"), ("top", "height")):
             if data[start] >= 100:
-                problems[start] = ["a percentage below 100"]
+                problems[start] = ["must be below 100 percent"]
             if data[extent] is not None and data[start] + data[extent] > 100:
                 problems[extent] = [f"{start} + {extent} must not exceed 100 percent"]
         if problems:
@@ -452,7 +452,7 @@ def _rotate_freely(
     )
     if background[3] > 0:
         rotated = Image.alpha_composite(Image.new("RGBA", rotated.size, background), rotated)
-    if background[3] == 255 and not has_alpha(img) and img.mode not in ("LA", "La"):
+    if background[3] == 255 and not has_alpha(img):
         grey = img.mode in ("L", *HIGH_BIT_DEPTH_MODES) and (
             background[0] == background[1] == background[2]
         )
@@ -574,8 +574,9 @@ class CompressSettings(Settings):
             "whose file fits in `targetSizeKb`. The format never changes. Lossy formats (jpg, "
             "webp, avif, heic, heif) use the encoder's quality; lossless ones (png, gif, tiff, "
             "bmp) keep every colour at 100 and below it are reduced to a palette of about "
-            "2.56 x quality colours (dithered). The input is returned unchanged when "
-            "re-encoding would not make it smaller"
+            "2.56 x quality colours (dithered); ico can only be downscaled. The input is "
+            "returned unchanged when re-encoding would not make it smaller, or when it "
+            "already fits the target size"
         },
     )
     quality = fields.Integer(
@@ -672,6 +673,9 @@ def _best_fit(
     Binary search on the quality level, which assumes size grows with quality (true enough
     for every encoder here; an encoding is only accepted after its size was measured).
     """
+    if not fmt.has_quality and fmt.name not in _PALETTE_FORMATS:
+        only = encode_at(picture, fmt, 100)  # e.g. ico: no quality knob, only size helps
+        return (only if len(only) <= target else None), only
     lowest = encode_at(picture, fmt, 1)
     if len(lowest) > target:
         return None, lowest

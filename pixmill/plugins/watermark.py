@@ -255,28 +255,38 @@ def apply_overlay(img: Image.Image, overlay: Image.Image, x: int, y: int) -> Ima
     return result
 
 
-def watermark(ctx: Context, img: Image.Image, settings: dict[str, Any]) -> Image.Image:
+def place_text(
+    ctx: Context, settings: dict[str, Any], size: tuple[int, int]
+) -> tuple[Image.Image, int, int] | None:
+    """The overlay to blend onto an image of `size` and where its top-left corner goes."""
     layer = render_text_layer(ctx, settings, ctx.limits.max_pixels)
     if layer is None:
-        return working_image(img)
+        return None
     if settings["position"] == "tiled":
-        overlay = tiled_overlay(layer, img.size, settings["tile_spacing"])
-        return apply_overlay(img, overlay, 0, 0)
-    x, y = anchor_offset(settings["position"], img.size, layer.size, settings["margin"])
-    return apply_overlay(img, layer, x, y)
+        return tiled_overlay(layer, size, settings["tile_spacing"]), 0, 0
+    x, y = anchor_offset(settings["position"], size, layer.size, settings["margin"])
+    return layer, x, y
+
+
+def stamp(img: Image.Image, placed: tuple[Image.Image, int, int] | None) -> Image.Image:
+    if placed is None:
+        return working_image(img)
+    return apply_overlay(img, *placed)
 
 
 def run_watermark_text(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> ImageResult:
     source = inputs.file
+    header = source.header
+    placed = place_text(ctx, settings, (header.width, header.height))
     if source.is_animated:
         frames: list[Image.Image] = []
         durations: list[int] = []
         for frame, duration in source.frames():
             ctx.check_cancelled()
-            frames.append(watermark(ctx, frame, settings))
+            frames.append(stamp(frame, placed))
             durations.append(duration)
         return ImageResult(frames[0], frames=frames[1:], durations=durations)
-    return ImageResult(watermark(ctx, source.open(), settings))
+    return ImageResult(stamp(source.open(), placed))
 
 
 @hookimpl

@@ -83,7 +83,9 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
     for definition in registry.catalogue():
         _tool_paths(spec, definition)
     for source in sorted(registry.sources.values(), key=lambda s: s.id):
-        spec.components.schema(f"{_pascal(source.id)}SourceSettings", to_json_schema(source.settings))
+        spec.components.schema(
+            f"{_pascal(source.id)}SourceSettings", to_json_schema(source.settings)
+        )
     return spec.to_dict()
 
 
@@ -150,14 +152,24 @@ def _static_paths(spec: APISpec, registry: Registry) -> None:
     sections = sorted({item.section for item in registry.catalogue()}) or ["image"]
     spec.path(
         path="/api/v1/health",
-        operations={"get": {"operationId": "health", "tags": ["server"],
-                            "responses": {"200": _json(_OBJECT, "healthy")}}},
+        operations={
+            "get": {
+                "operationId": "health",
+                "tags": ["server"],
+                "responses": {"200": _json(_OBJECT, "healthy")},
+            }
+        },
     )
     spec.path(
         path="/api/v1/tools",
-        operations={"get": {"operationId": "list_tools", "tags": ["catalogue"],
-                            "summary": "every tool and extractor with its settings schema",
-                            "responses": {"200": _json(_OBJECT)}}},
+        operations={
+            "get": {
+                "operationId": "list_tools",
+                "tags": ["catalogue"],
+                "summary": "every tool and extractor with its settings schema",
+                "responses": {"200": _json(_OBJECT)},
+            }
+        },
     )
     spec.path(
         path="/api/v1/tools/{section}/{toolId}",
@@ -166,10 +178,18 @@ def _static_paths(spec: APISpec, registry: Registry) -> None:
                 "operationId": "show_tool",
                 "tags": ["catalogue"],
                 "parameters": [
-                    {"name": "section", "in": "path", "required": True,
-                     "schema": {"type": "string", "enum": sections}},
-                    {"name": "toolId", "in": "path", "required": True,
-                     "schema": {"type": "string", "enum": ids or ["resize"]}},
+                    {
+                        "name": "section",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": sections},
+                    },
+                    {
+                        "name": "toolId",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": ids or ["resize"]},
+                    },
                 ],
                 "responses": {"200": _json(_OBJECT), **_errors("404")},
             }
@@ -182,17 +202,21 @@ def _static_paths(spec: APISpec, registry: Registry) -> None:
                 "operationId": "download",
                 "tags": ["results"],
                 "parameters": [
-                    {"name": "jobId", "in": "path", "required": True,
-                     "schema": {"type": "string"}},
-                    {"name": "filename", "in": "path", "required": True,
-                     "schema": {"type": "string"}},
+                    {"name": "jobId", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "filename",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
                 ],
                 "responses": {
                     "200": {
                         "description": "the result file",
                         "content": {
-                            fmt.media_type: {"schema": {"type": "string",
-                                                        "contentMediaType": fmt.media_type}}
+                            fmt.media_type: {
+                                "schema": {"type": "string", "contentMediaType": fmt.media_type}
+                            }
                             for fmt in FORMATS.values()
                         },
                     },
@@ -203,12 +227,22 @@ def _static_paths(spec: APISpec, registry: Registry) -> None:
     )
     spec.path(
         path="/api/v1/plugins",
-        operations={"get": {"operationId": "list_plugins", "tags": ["catalogue"],
-                            "summary": "installed plugins, what they provide, load errors",
-                            "responses": {"200": _json(_OBJECT)}}},
+        operations={
+            "get": {
+                "operationId": "list_plugins",
+                "tags": ["catalogue"],
+                "summary": "installed plugins, what they provide, load errors",
+                "responses": {"200": _json(_OBJECT)},
+            }
+        },
     )
     spec.path(
         path="/api/v1/sources",
-        operations={"get": {"operationId": "list_sources", "tags": ["catalogue"],
-                            "responses": {"200": _json(_OBJECT)}}},
+        operations={
+            "get": {
+                "operationId": "list_sources",
+                "tags": ["catalogue"],
+                "responses": {"200": _json(_OBJECT)},
+            }
+        },
     )

@@ -4,9 +4,9 @@ One master process binds the socket and builds the app once (`preload_app`: the 
 the plugins' imports are shared copy-on-write by the forked workers); each worker serves
 requests on a pool of threads, so a slow upload or a long response does not hold up the rest.
 
-Ctrl-C (SIGINT) and SIGTERM both stop gracefully: the socket closes, requests in flight finish
-(up to `GRACEFUL_TIMEOUT_S`), then the processes exit. gunicorn treats SIGINT as an immediate
-stop; a terminal user pressing Ctrl-C should not cut other clients' downloads short.
+Ctrl-C (SIGINT) and SIGTERM both stop without cutting answers short: the socket closes and a
+worker exits only once its request threads are done (joined at exit), bounded by
+`GRACEFUL_TIMEOUT_S` after which the master kills what is left.
 
 This module imports gunicorn at import time; only `pixmill serve` imports it.
 """
@@ -14,14 +14,11 @@ This module imports gunicorn at import time; only `pixmill serve` imports it.
 from __future__ import annotations
 
 import ipaddress
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
-from gunicorn.arbiter import Arbiter
-from gunicorn.workers.gthread import ThreadWorker
 
 from pixmill.core.config import Config
 
@@ -35,22 +32,7 @@ KEEPALIVE_S = 5
 LIMIT_REQUEST_LINE = 4094
 LIMIT_REQUEST_FIELDS = 100
 LIMIT_REQUEST_FIELD_SIZE = 8190
-
-
-class GracefulThreadWorker(ThreadWorker):
-    """gunicorn's threaded worker, with SIGINT finishing requests in flight like SIGTERM."""
-
-    def init_signals(self) -> None:
-        super().init_signals()
-        signal.signal(signal.SIGINT, self.handle_exit)
-        signal.siginterrupt(signal.SIGINT, False)
-
-
-class GracefulArbiter(Arbiter):
-    """The master process; SIGINT stops gracefully, as SIGTERM does."""
-
-    def handle_int(self) -> None:
-        raise StopIteration
+OPTIONAL_SETTINGS = frozenset({"control_socket_disable"})
 
 
 def is_loopback(host: str) -> bool:
@@ -79,7 +61,7 @@ def gunicorn_options(
         "bind": [f"{url_host(config.host)}:{config.port}"],
         "workers": config.workers,
         "threads": config.threads,
-        "worker_class": GracefulThreadWorker,
+        "worker_class": "gthread",
         "preload_app": True,
         "timeout": WORKER_TIMEOUT_S,
         "graceful_timeout": GRACEFUL_TIMEOUT_S,
@@ -91,6 +73,9 @@ def gunicorn_options(
         "errorlog": "-",
         "loglevel": log_level,
         "proc_name": "pixmill",
+        # gunicorn >= 25 opens a control socket at a fixed path in $HOME by default: two
+        # servers would fight over it, and nothing in pixmill uses it.
+        "control_socket_disable": True,
     }
     if on_ready is not None:
         options["when_ready"] = on_ready
@@ -107,19 +92,14 @@ class PixmillServer(BaseApplication):
 
     def load_config(self) -> None:
         for key, value in self.options.items():
+            if key in OPTIONAL_SETTINGS and key not in self.cfg.settings:
+                continue  # an older gunicorn without this setting
             self.cfg.set(key, value)
 
     def load(self) -> Any:
         from pixmill.server.app import create_app
 
         return create_app(self.pixmill_config)
-
-    def run(self) -> None:
-        try:
-            GracefulArbiter(self).run()
-        except RuntimeError as exc:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-            sys.exit(1)
 
 
 def serving_url(server: Any, host: str) -> str:

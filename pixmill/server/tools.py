@@ -106,7 +106,9 @@ def _image_response(outcome: Outcome) -> Response:
     job_id = new_job_id()
     if _prefers_image(outcome.format.media_type):
         response = Response(outcome.data, mimetype=outcome.format.media_type)
-        response.headers["ETag"] = '"' + hashlib.blake2b(outcome.data, digest_size=16).hexdigest() + '"'
+        response.headers["ETag"] = (
+            '"' + hashlib.blake2b(outcome.data, digest_size=16).hexdigest() + '"'
+        )
         response.headers["Content-Disposition"] = f'inline; filename="{outcome.filename}"'
         response.headers["X-Job-Id"] = job_id
         response.headers["X-Original-Size"] = str(outcome.input_size)
