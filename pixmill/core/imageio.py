@@ -3,7 +3,10 @@
 Decoding is refused unless the bytes' magic matches a format on the allow-list, and Pillow is
 told to try only that one decoder, so a PostScript, PDF, FITS or PSD file renamed to `.png`
 never reaches a decoder (and Ghostscript is never run). Sizes are checked from the header
-before any pixel is decoded. JPEG inputs can be decoded at reduced size (DCT scaling) when the
+before any pixel is decoded. Before Pillow parses anything, the container's structure is
+walked (frames, pages, chunks, scans, embedded icons) so that a small file cannot make the
+parser or decoder spend seconds or hundreds of MB. Whatever a decoder raises on bad bytes
+becomes a 413 or 422. JPEG inputs can be decoded at reduced size (DCT scaling) when the
 caller says how small it needs them.
 """
 
@@ -149,6 +152,9 @@ MAX_JPEG_SCANS = 64
 _MAX_JPEG_SEGMENTS = 65_536
 _MAX_PNG_CHUNKS = 100_000
 _MAX_TIFF_DIRECTORIES = 65_536
+_MAX_TIFF_STRIPS = 65_536
+_TIFF_STRIP_OFFSETS = 273
+_TIFF_TILE_OFFSETS = 324
 _GIF_BASE_STEPS = 65_536
 # Pillow decodes run-length-encoded BMPs in Python, byte by byte: 4 Mpx is ~0.5 s worst case.
 MAX_RLE_BMP_PIXELS = 4_194_304
@@ -171,9 +177,9 @@ _STRUCTURE = "_pixmill_structure"
 def _decoding(failure: str, fmt: str | None = None) -> Iterator[None]:
     """Turn whatever a decoder raises on hostile bytes into a 413 or a 422.
 
-    Pillow's decoders answer malformed input with many exception types (OSError, SyntaxError,
-    ValueError, EOFError, IndexError, TypeError, KeyError, struct.error, AssertionError, and
-    RuntimeError from libavif among those fuzzing found); none of them may escape as a 500.
+    Pillow's decoders answer malformed input with many exception types: besides OSError,
+    SyntaxError, ValueError and EOFError, fuzzing found IndexError, TypeError, struct.error and
+    libavif's RuntimeError. None of them may escape as a 500.
     """
     try:
         yield
@@ -187,7 +193,7 @@ def _decoding(failure: str, fmt: str | None = None) -> Iterator[None]:
         ) from exc
     except Exception as exc:
         raise InvalidImageError(
-            f"{failure}: {exc or type(exc).__name__}",
+            f"{failure}: {str(exc) or type(exc).__name__}",
             details={"format": fmt} if fmt else {},
         ) from exc
 
@@ -529,12 +535,15 @@ def _walk_tiff(fmt: ImageFormat, data: bytes, limits: ImageLimits | None) -> _St
             )
         size = {256: 0, 257: 0}
         for entry in range(offset + 2, min(offset + 2 + 12 * count, end - 11), 12):
-            tag, kind = struct.unpack_from(prefix + "HH", data, entry)
-            if tag > 257:
-                break  # entries are sorted by tag: width (256) and height (257) come first
+            tag, kind, values = struct.unpack_from(prefix + "HHI", data, entry)
+            if tag > _TIFF_TILE_OFFSETS:
+                break  # entries are sorted by tag: the ones looked at here come first
             if tag in size:
                 value_format = prefix + ("H" if kind == 3 else "I")
                 size[tag] = struct.unpack_from(value_format, data, entry + 8)[0]
+            elif tag in (_TIFF_STRIP_OFFSETS, _TIFF_TILE_OFFSETS) and values > _MAX_TIFF_STRIPS:
+                # Pillow builds a Python tile per strip of an uncompressed page.
+                raise _abnormal(fmt, f"a page has more than {_MAX_TIFF_STRIPS:,} strips or tiles")
         if size[256] * size[257] > largest[0] * largest[1]:
             largest = (size[256], size[257])
         if limits is not None:

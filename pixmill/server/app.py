@@ -7,10 +7,11 @@ app's state lives in `app.extensions["pixmill"]` (see `state.py`), never in modu
 
 from __future__ import annotations
 
+import io
 import logging
-from typing import Any
+from typing import IO, Any
 
-from flask import Flask, request
+from flask import Flask, Request, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from pixmill.core.config import Config
@@ -20,6 +21,19 @@ from pixmill.server import docs, downloads, errors, health, plugins, tools
 from pixmill.server.state import EXTENSION_KEY, AppState
 
 log = logging.getLogger(__name__)
+
+
+class PixmillRequest(Request):
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        # Uploads are capped by MAX_CONTENT_LENGTH and every tool reads its input into memory
+        # whole: spooling large parts to a temporary file first would only copy them twice.
+        return io.BytesIO()
 
 
 def create_app(
@@ -35,6 +49,7 @@ def create_app(
         log.warning("plugin %s: %s", plugin_name, error)
 
     app = Flask(__name__)
+    app.request_class = PixmillRequest
     # Werkzeug refuses a body over this size from its Content-Length before reading it.
     app.config["MAX_CONTENT_LENGTH"] = config.max_upload_bytes
     app.config["MAX_FORM_PARTS"] = config.max_form_parts
