@@ -55,3 +55,16 @@ def test_plugin_example_runs() -> None:
     import io
 
     assert Image.open(io.BytesIO(outcome.data)).convert("RGB").getpixel((0, 0)) == (0, 255, 255)
+
+
+def test_tool_reference_is_up_to_date() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "gen_tool_docs", DOCS.parent / "scripts" / "gen_tool_docs.py"
+    )
+    assert spec and spec.loader
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    expected = generator.render(load_registry())
+    assert (DOCS / "tools.md").read_text() == expected, (
+        "docs/tools.md is stale: run .venv/bin/python scripts/gen_tool_docs.py"
+    )

@@ -76,7 +76,7 @@ def build_inputs(
     """Match uploaded parts to the definition's declared inputs; refuse missing or extra ones."""
     declared = definition.inputs if isinstance(definition, Tool) else Tool.inputs
     names = {spec.name for spec in declared}
-    extra = sorted(set(files) - names)
+    extra = sorted(str(name) for name in set(files) - names)
     if extra:
         raise BadRequestError(
             f"unexpected file part(s) {', '.join(extra)}; {definition.id} takes "

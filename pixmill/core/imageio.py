@@ -254,8 +254,9 @@ def iter_frames(data: bytes, limits: ImageLimits) -> Iterator[tuple[Image.Image,
         with _decoding("the animation could not be decoded"):
             if index:
                 img.seek(index)
-            duration = int(img.info.get("duration", 100) or 100)
             converted = img.convert("RGBA" if _has_alpha(img) else "RGB")
+            # Read after decoding: WebP and AVIF only know a frame's duration once it is loaded.
+            duration = int(img.info.get("duration", 100) or 100)
             converted.info = dict(img.info)
         yield (_upright(converted) if orientation != 1 else converted), duration
 
@@ -621,6 +622,11 @@ def read_exif(img: Image.Image) -> Image.Exif | None:
 
 
 def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation still to be applied to `img` (1: none)."""
+    if img.format == "TIFF":
+        # Pillow orients TIFF pages itself: the size it reports is already upright, and
+        # load() turns the pixels and drops the tag. Applying it again would undo that.
+        return 1
     exif = read_exif(img)
     value = exif.get(_EXIF_ORIENTATION, 1) if exif is not None else 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
@@ -728,6 +734,10 @@ def encode_image(
             params["exif"] = exif
     if fmt.pil_name == "JPEG":
         params.setdefault("optimize", False)
+    if fmt.pil_name == "ICO":
+        # Pillow's default icon sizes are squares: a 64x48 image would come back as 48x36.
+        # An icon holds at most 256x256; larger images are shrunk to fit, keeping their shape.
+        params["sizes"] = [(min(first.width, 256), min(first.height, 256))]
     if frames:
         if not fmt.supports_animation:
             raise AnimatedImageError(

@@ -79,7 +79,7 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
     )
     spec.components.schema("Error", ERROR_SCHEMA)
     spec.components.schema("ToolResult", TOOL_RESULT_SCHEMA)
-    _static_paths(spec, registry)
+    _static_paths(spec)
     for definition in registry.catalogue():
         _tool_paths(spec, definition)
     for source in sorted(registry.sources.values(), key=lambda s: s.id):
@@ -123,6 +123,12 @@ def _tool_paths(spec: APISpec, definition: Tool | Extractor) -> None:
     spec.path(
         path=tool_path(definition),
         operations={
+            "get": {
+                "operationId": f"show_{definition.id.replace('-', '_')}",
+                "tags": ["catalogue"],
+                "summary": f"describe {definition.id}: inputs, output and settings schema",
+                "responses": {"200": _json(_OBJECT)},
+            },
             "post": {
                 "operationId": f"run_{definition.id.replace('-', '_')}",
                 "tags": [f"{definition.section} tools"],
@@ -136,20 +142,19 @@ def _tool_paths(spec: APISpec, definition: Tool | Extractor) -> None:
                                 "type": "object",
                                 "required": required,
                                 "properties": properties,
+                                "additionalProperties": False,
                             },
                             "encoding": {"settings": {"contentType": "application/json"}},
                         }
                     },
                 },
                 "responses": {"200": ok, **_errors("400", "404", "413", "415", "422", "500")},
-            }
+            },
         },
     )
 
 
-def _static_paths(spec: APISpec, registry: Registry) -> None:
-    ids = sorted([*registry.tools, *registry.extractors])
-    sections = sorted({item.section for item in registry.catalogue()}) or ["image"]
+def _static_paths(spec: APISpec) -> None:
     spec.path(
         path="/api/v1/health",
         operations={
@@ -168,30 +173,6 @@ def _static_paths(spec: APISpec, registry: Registry) -> None:
                 "tags": ["catalogue"],
                 "summary": "every tool and extractor with its settings schema",
                 "responses": {"200": _json(_OBJECT)},
-            }
-        },
-    )
-    spec.path(
-        path="/api/v1/tools/{section}/{toolId}",
-        operations={
-            "get": {
-                "operationId": "show_tool",
-                "tags": ["catalogue"],
-                "parameters": [
-                    {
-                        "name": "section",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "enum": sections},
-                    },
-                    {
-                        "name": "toolId",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "enum": ids or ["resize"]},
-                    },
-                ],
-                "responses": {"200": _json(_OBJECT), **_errors("404")},
             }
         },
     )

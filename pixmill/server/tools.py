@@ -73,7 +73,8 @@ def _settings_from_request() -> Any:
             code="UNSUPPORTED_MEDIA_TYPE",
             status=415,
         )
-    unexpected = sorted(set(request.form) - {SETTINGS_FIELD})
+    # A part whose name cannot be parsed comes back as None: report it, never compare it.
+    unexpected = sorted(str(name) for name in set(request.form) - {SETTINGS_FIELD})
     if unexpected:
         raise BadRequestError(
             f"unexpected form field(s) {', '.join(unexpected)}; send settings as one JSON "
