@@ -973,6 +973,31 @@ def test_frame_and_page_limits_apply_exactly() -> None:
     assert open_lazily(_tiff_pages(11), limits, enforce_limits=False) is not None
 
 
+def test_frame_counts_agree_with_pillows_own_on_real_files() -> None:
+    # GIF and TIFF frames are counted by pixmill's own walk (Pillow's count is unbounded).
+    frames = [images.photo(30, 20, seed=seed) for seed in range(7)]
+    commented = _save(
+        frames[0],
+        "GIF",
+        save_all=True,
+        append_images=frames[1:],
+        comment=b"made by a test " * 40,
+        duration=50,
+        loop=0,
+    )
+    pages = _save(frames[0], "TIFF", save_all=True, append_images=frames[1:5])
+    jpeg_pages = _save(
+        frames[0], "TIFF", compression="jpeg", save_all=True, append_images=frames[1:3]
+    )
+    files = [commented, pages, jpeg_pages, sample("gif-animated"), sample("tiff-raw-multipage")]
+    files += [sample("png-animated"), sample("webp-animated"), sample("gif")]
+    for data in files:
+        expected = getattr(Image.open(io.BytesIO(data)), "n_frames", 1)
+        assert read_header(data, LIMITS).frames == expected
+        assert len(list(iter_frames(data, LIMITS))) == expected
+    assert read_header(commented, LIMITS).frames == 7
+
+
 def test_progressive_jpegs_up_to_the_scan_cap_still_decode() -> None:
     ordinary = _save(images.photo(64, 48), "JPEG", progressive=True)
     assert ordinary.count(b"\xff\xda") >= 6

@@ -29,9 +29,11 @@ from pixmill.core.imageio import (
     ImageFormat,
     ImageHeader,
     ImageLimits,
+    decode_opened,
+    header_of,
     iter_frames,
     open_image,
-    read_header,
+    open_lazily,
     sniff_format,
 )
 
@@ -152,6 +154,7 @@ class InputFile:
         self.limits = limits
         self._format: ImageFormat | None = None
         self._header: ImageHeader | None = None
+        self._opened: Image.Image | None = None
 
     @property
     def size(self) -> int:
@@ -171,6 +174,11 @@ class InputFile:
 
     def open(self, *, draft_size: tuple[int, int] | None = None) -> Image.Image:
         """Decode a still image, upright, optionally at reduced JPEG scale (>= `draft_size`)."""
+        if self._opened is not None:
+            # The header was read already: decode that parse instead of checking and parsing
+            # the whole file a second time (an opened image can be decoded only once).
+            opened, self._opened = self._opened, None
+            return decode_opened(opened, draft_size=draft_size)
         return open_image(self.data, self.limits, draft_size=draft_size)
 
     def open_first_frame(self) -> Image.Image:
@@ -181,7 +189,8 @@ class InputFile:
     def header(self) -> ImageHeader:
         """Upright width/height, frame count and mode, read without decoding pixels."""
         if self._header is None:
-            self._header = read_header(self.data, self.limits)
+            self._opened = open_lazily(self.data, self.limits)
+            self._header = header_of(self._opened)
         return self._header
 
     @property

@@ -214,7 +214,19 @@ def open_image(
     - an animated image raises `AnimatedImageError` unless `allow_animation` (then the first
       frame is returned and the caller is expected to iterate with `iter_frames`).
     """
-    img = open_lazily(data, limits)
+    return decode_opened(
+        open_lazily(data, limits), draft_size=draft_size, allow_animation=allow_animation
+    )
+
+
+def decode_opened(
+    img: Image.Image,
+    *,
+    draft_size: tuple[int, int] | None = None,
+    allow_animation: bool = False,
+) -> Image.Image:
+    """Finish what `open_image` does for an image already opened (and checked) by
+    `open_lazily`, so a caller that read the header first does not parse the file twice."""
     frames = frame_count(img)
     if not allow_animation and frames > 1:
         raise AnimatedImageError(
@@ -272,7 +284,11 @@ class ImageHeader:
 
 
 def read_header(data: bytes, limits: ImageLimits) -> ImageHeader:
-    img = open_lazily(data, limits)
+    return header_of(open_lazily(data, limits))
+
+
+def header_of(img: Image.Image) -> ImageHeader:
+    """The header of an image opened by `open_lazily` (no pixel decoded)."""
     width, height = img.size
     if _orientation(img) in _SWAPS_AXES:
         width, height = height, width
@@ -293,6 +309,10 @@ def open_lazily(data: bytes, limits: ImageLimits, *, enforce_limits: bool = True
     if fmt.pil_name == "HEIF":
         _ensure_heif()
     structure = _check_structure(fmt, data, limits, enforce_limits)
+    if Image.MAX_IMAGE_PIXELS is not None and limits.max_pixels > Image.MAX_IMAGE_PIXELS:
+        # Pillow's process-wide cap (~89 Mpx, error above twice that) must not undercut a
+        # higher PIXMILL_MAX_IMAGE_PIXELS: the configured limit, checked below, is the rule.
+        Image.MAX_IMAGE_PIXELS = limits.max_pixels
     with (
         warnings.catch_warnings(),
         _decoding(f"the file looks like {fmt.pil_name} but cannot be read", fmt.name),

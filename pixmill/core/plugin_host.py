@@ -201,10 +201,13 @@ def _register_entry_point(
     try:
         module = ep.load()
     except Exception as exc:  # any import-time failure of a third-party package
-        info.errors.append(
-            f"failed to import {ep.value}: {type(exc).__name__}: {exc}. "
-            f"Fix or uninstall it: pip uninstall {package or ep.name}"
+        advice = (
+            "this is a bug in pixmill; skip this plugin with PIXMILL_LOAD_PLUGINS listing "
+            "the others, and report it"
+            if package == BUILTIN_PACKAGE
+            else f"fix or uninstall it: pip uninstall {package or ep.name}"
         )
+        info.errors.append(f"failed to import {ep.value}: {type(exc).__name__}: {exc}. {advice}")
         log.error("plugin %s not loaded: %s", ep.name, info.errors[-1])
         return
     _register(pm, info, module)
@@ -219,22 +222,29 @@ def _register(pm: pluggy.PluginManager, info: PluginInfo, plugin: object) -> Non
     except Exception as exc:  # pluggy's PluginValidationError and friends
         info.errors.append(f"invalid hook implementation: {exc}")
         return
-    unknown = [
-        hook_name
-        for hook_name in dir(plugin)
-        if hook_name.startswith("pixmill_")
-        and hook_name not in _HOOK_KINDS
-        and callable(getattr(plugin, hook_name))
+    marked = [name for name in dir(plugin) if pm.parse_hookimpl_opts(plugin, name) is not None]
+    unknown = [name for name in marked if name not in _HOOK_KINDS]
+    unmarked = [
+        name for name in _HOOK_KINDS if name not in marked and callable(getattr(plugin, name, None))
     ]
+    problems = []
     if unknown:
-        pm.unregister(plugin)
-        info.errors.append(
+        problems.append(
             f"implements unknown hook(s) {', '.join(unknown)}; "
             f"known hooks: {', '.join(sorted(_HOOK_KINDS))}"
         )
+    if unmarked:
+        # pluggy would never call them: say so instead of serving a plugin that does nothing.
+        problems.append(
+            f"{', '.join(unmarked)} lack(s) the @pixmill.hookimpl marker, so pixmill would "
+            "never call them; decorate them with @hookimpl"
+        )
+    if problems:
+        pm.unregister(plugin)
+        info.errors.extend(problems)
         return
     info.loaded = True
-    info.hooks = sorted(impl_name for impl_name in _HOOK_KINDS if hasattr(plugin, impl_name))
+    info.hooks = sorted(name for name in marked if name in _HOOK_KINDS)
 
 
 def _collect(pm: pluggy.PluginManager, registry: Registry, info: PluginInfo) -> None:
@@ -290,6 +300,9 @@ def _check_definition(kind: PluginKind, cls: type, definition: Any) -> str | Non
     """Why a definition cannot be served, or None when it is sound."""
     if not isinstance(definition, Tool | Extractor | Source) or not isinstance(definition, cls):
         return f"expected a pixmill.{cls.__name__}, got {type(definition).__name__}"
+    entry_point = {"tool": "run", "extractor": "extract", "source": "fetch"}[kind.value]
+    if not callable(getattr(definition, entry_point, None)):
+        return f"{entry_point} must be a function, got {getattr(definition, entry_point)!r}"
     if not isinstance(definition.id, str) or not ID_PATTERN.match(definition.id):
         return "ids are kebab-case: lowercase letters and digits joined by single hyphens"
     section = getattr(definition, "section", None)

@@ -51,14 +51,19 @@ def validate_settings(schema_cls: type[Schema], raw: Mapping[str, Any] | None) -
         loaded = schema_cls().load(dict(raw))
     except ValidationError as exc:
         messages = exc.normalized_messages()
-        fields_ = messages if isinstance(messages, dict) else {"_schema": messages}
-        fields_ = {
-            key: (["unknown field"] if value == ["Unknown field."] else value)
-            for key, value in fields_.items()
-        }
+        fields_ = _plain_messages(messages if isinstance(messages, dict) else {"_schema": messages})
         summary = "; ".join(f"{key}: {_first(value)}" for key, value in fields_.items())
         raise SettingsError(f"invalid settings: {summary}", details={"fields": fields_}) from exc
     return dict(loaded)
+
+
+def _plain_messages(messages: Any) -> Any:
+    """Marshmallow's messages with "Unknown field." said plainly, at any depth."""
+    if isinstance(messages, dict):
+        return {key: _plain_messages(value) for key, value in messages.items()}
+    if messages == ["Unknown field."]:
+        return ["unknown field"]
+    return messages
 
 
 def parse_settings_json(text: str | None) -> dict[str, Any]:

@@ -1,0 +1,3 @@
+"""A plugin that fails while being imported, as a half-installed package would."""
+
+raise RuntimeError("this plugin is broken on purpose")
