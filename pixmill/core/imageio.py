@@ -406,7 +406,7 @@ def _check_jpeg(fmt: ImageFormat, data: bytes) -> None:
     end = len(data)
     pos = 2
     steps = scans = 0
-    in_scan = False
+    in_scan = progressive = False
     while pos + 1 < end:
         steps += 1
         if steps > _MAX_JPEG_SEGMENTS:
@@ -434,13 +434,23 @@ def _check_jpeg(fmt: ImageFormat, data: bytes) -> None:
         else:
             if pos + 4 > end:
                 return
+            if marker in _PROGRESSIVE_SOF:
+                progressive = True
             if marker == 0xDA:
+                if not progressive:
+                    # A sequential frame holds at most one scan per component; libjpeg refuses
+                    # extra scans at once, so the (costly) walk through the entropy-coded data
+                    # is only needed for progressive frames.
+                    return
                 scans += 1
                 if scans > MAX_JPEG_SCANS:
                     raise _abnormal(fmt, f"more than {MAX_JPEG_SCANS} progressive scans")
                 in_scan = True
             pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
 
+
+# SOF markers of progressive frames (Huffman and arithmetic, plain and differential).
+_PROGRESSIVE_SOF = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 
 # The next marker inside entropy-coded data: 0xFF not followed by a stuffed 0x00, a restart
 # marker or another 0xFF (fill).

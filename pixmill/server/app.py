@@ -64,7 +64,44 @@ def create_app(
     for blueprint in (health.bp, tools.bp, downloads.bp, plugins.bp):
         app.register_blueprint(blueprint)
     docs.init_app(app)
+    app.wsgi_app = LargeBodyReads(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+class _RawInput(io.RawIOBase):
+    """The WSGI input as a raw stream, so `io.BufferedReader` can put a large buffer on it."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class LargeBodyReads:
+    """WSGI middleware: read request bodies from the server in 1 MiB pieces.
+
+    Werkzeug's multipart parser asks for 64 KiB at a time, and gunicorn serves each small read
+    by copying what it has buffered ahead: a multi-megabyte upload was copied over and over.
+    One large buffer between them makes each byte cross once.
+    """
+
+    BUFFER_SIZE = 1 << 20
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        stream = environ.get("wsgi.input")
+        length = environ.get("CONTENT_LENGTH") or ""
+        if stream is not None and length.isdigit() and int(length) > self.BUFFER_SIZE // 4:
+            environ["wsgi.input"] = io.BufferedReader(_RawInput(stream), self.BUFFER_SIZE)
+        return self.app(environ, start_response)
 
 
 def _refuse_oversized_body() -> None:

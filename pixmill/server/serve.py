@@ -13,6 +13,7 @@ This module imports gunicorn at import time; only `pixmill serve` imports it.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import sys
 from collections.abc import Callable
@@ -108,8 +109,38 @@ def serving_url(server: Any, host: str) -> str:
     return f"http://{url_host(host)}:{bound[1]}"
 
 
+# glibc mallopt() parameters (malloc.h) and the values pixmill serve sets.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024  # glibc's largest allowed value on 64-bit
+TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
+
+
+def keep_freed_memory_for_reuse() -> bool:
+    """Tell glibc's malloc to keep freed image buffers instead of returning them to the kernel.
+
+    Every request allocates and frees buffers of several megabytes (the upload, the decoded
+    pixels). By default glibc serves those with fresh mmap()s and trims the heap after each
+    free, so each request paid again for page faults: about 6 ms of kernel time per 12 MP JPEG
+    on this project's benchmark, ~8% of the work. Workers then keep their high-water mark of
+    memory. Inherited by the forked workers; a no-op (False) off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl or another libc: leave its defaults alone
+        return False
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+    )
+
+
 def run_server(config: Config, *, access_log: bool = False, log_level: str = "warning") -> None:
     """Serve until stopped; prints `pixmill serving on <url> (N workers)` once bound."""
+    keep_freed_memory_for_reuse()
     if not is_loopback(config.host):
         print(
             f"warning: binding {config.host} makes pixmill reachable from other machines; "

@@ -9,6 +9,7 @@ Extractors answer with their JSON object as the body.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections import defaultdict
 from typing import Any
 
@@ -88,7 +89,11 @@ def _settings_from_request() -> Any:
 def _uploaded_files() -> dict[str, list[UploadedFile]]:
     files: dict[str, list[UploadedFile]] = defaultdict(list)
     for name, storage in request.files.items(multi=True):
-        files[name].append((storage.read(), storage.filename or name))
+        stream = storage.stream
+        # Uploads are parsed into BytesIO (see PixmillRequest): getvalue() hands over its
+        # buffer without copying a multi-megabyte file once more.
+        data = stream.getvalue() if isinstance(stream, io.BytesIO) else storage.read()
+        files[name].append((data, storage.filename or name))
     return files
 
 
