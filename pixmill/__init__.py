@@ -20,13 +20,14 @@ from pixmill.core.contracts import (
 )
 from pixmill.core.errors import PixmillError, SettingsError
 from pixmill.core.hookspecs import hookimpl
-from pixmill.core.settings import Settings
+from pixmill.core.settings import Color, Settings, parse_color
 
 __version__ = "0.1.0"
 PLUGIN_API_VERSION = 1
 
 __all__ = [
     "PLUGIN_API_VERSION",
+    "Color",
     "Context",
     "Extractor",
     "FileInput",
@@ -43,4 +44,5 @@ __all__ = [
     "Tool",
     "__version__",
     "hookimpl",
+    "parse_color",
 ]

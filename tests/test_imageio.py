@@ -1250,3 +1250,19 @@ def test_an_icon_keeps_its_size() -> None:
     for size in ((64, 48), (16, 16), (256, 256)):
         assert open_image(encode_image(images.photo(*size), "ico"), LIMITS).size == size
     assert open_image(encode_image(images.photo(512, 256), "ico"), LIMITS).size == (256, 128)
+
+
+def test_sequential_jpeg_with_repeated_scans_is_refused_quickly() -> None:
+    """Only progressive frames get the scan walk: libjpeg itself refuses a sequential frame
+    whose scans repeat, before doing the work again."""
+    import time
+
+    from pixmill.testing.images import jpeg
+
+    data = jpeg(800, 600)
+    last_scan = data[data.rfind(b"\xff\xda") : -2]
+    bomb = data[:-2] + last_scan * 300 + b"\xff\xd9"
+    started = time.perf_counter()
+    with pytest.raises(InvalidImageError):
+        open_image(bomb, LIMITS)
+    assert time.perf_counter() - started < 2

@@ -369,3 +369,12 @@ def test_other_body_types_are_refused(client: FlaskClient) -> None:
         "/api/v1/tools/image/resize", data=b"{oops", headers={"Content-Type": "application/json"}
     )
     assert_error(response, 400, "VALIDATION_ERROR")
+
+
+def test_large_bodies_are_read_whole(client: FlaskClient) -> None:
+    big = images.png(1600, 1200, alpha=False)
+    assert len(big) > 1024 * 1024
+    response = post_tool(client, "info", big, {}, filename="big.png")
+    assert response.status_code == 200
+    assert response.get_json()["fileSize"] == len(big)
+    assert (response.get_json()["width"], response.get_json()["height"]) == (1600, 1200)

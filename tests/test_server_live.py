@@ -119,3 +119,23 @@ def test_errors_over_http(server: str) -> None:
     assert response.status_code == 415
     assert response.json()["code"] == "UNSUPPORTED_FORMAT"
     assert response.headers["X-Request-ID"] == response.json()["requestId"]
+
+
+def test_large_upload_over_http(server: str) -> None:
+    """A multi-megabyte body goes through the large-read path intact (every pixel counts)."""
+    source = images.photo(2400, 1800, seed=3)
+    buffer = io.BytesIO()
+    source.save(buffer, "PNG")
+    upload = buffer.getvalue()
+    assert len(upload) > 4 * 1024 * 1024
+    response = requests.post(
+        f"{server}/api/v1/tools/image/convert",
+        files={"file": ("big.png", upload, "image/png")},
+        data={"settings": '{"format": "png"}'},
+        headers={"Accept": "image/png"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text[:300]
+    result = Image.open(io.BytesIO(response.content))
+    assert result.size == (2400, 1800)
+    assert result.convert("RGB").tobytes() == source.tobytes()

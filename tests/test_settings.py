@@ -15,7 +15,7 @@ import pytest
 from marshmallow import ValidationError, fields, missing, validate, validates_schema
 from PIL import Image
 
-from pixmill import OutputKind, Settings
+from pixmill import Color, OutputKind, Settings, parse_color
 from pixmill.core.config import Config
 from pixmill.core.contracts import Extractor, FileInput, Source, Tool
 from pixmill.core.errors import SettingsError
@@ -371,3 +371,36 @@ def test_the_walk_covers_every_registered_definition(registry: Registry) -> None
     assert sorted(registry.tools) == TOOLS
     assert sorted(registry.extractors) == EXTRACTORS
     assert sorted(registry.sources) == SOURCES
+
+
+class _ColorSettings(Settings):
+    fill = Color(load_default="#fff")
+    ink = Color(alpha=False, load_default="#000000")
+
+
+@pytest.mark.parametrize(
+    ("text", "rgba"),
+    [
+        ("#fff", (255, 255, 255, 255)),
+        ("#0f08", (0, 255, 0, 136)),
+        ("#102030", (16, 32, 48, 255)),
+        ("#10203040", (16, 32, 48, 64)),
+    ],
+)
+def test_color_field_and_parser(text: str, rgba: tuple[int, int, int, int]) -> None:
+    loaded = validate_settings(_ColorSettings, {"fill": text})
+    assert loaded["fill"] == text
+    assert parse_color(loaded["fill"]) == rgba
+
+
+@pytest.mark.parametrize("bad", ["fff", "#ff", "#fffff", "#gggggg", "red", "#fff#", ""])
+def test_color_field_refuses_non_hex(bad: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        validate_settings(_ColorSettings, {"fill": bad})
+    assert "hex colour" in caught.value.details["fields"]["fill"][0]
+
+
+def test_color_without_alpha_refuses_alpha_forms() -> None:
+    with pytest.raises(SettingsError):
+        validate_settings(_ColorSettings, {"ink": "#000000ff"})
+    assert to_json_schema(_ColorSettings)["properties"]["ink"]["pattern"].startswith("^#")

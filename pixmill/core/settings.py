@@ -14,7 +14,7 @@ from typing import Any
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from marshmallow import RAISE, Schema, ValidationError, fields
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from pixmill.core.errors import SettingsError
 
@@ -33,6 +33,38 @@ class Settings(Schema):
     def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
         if field_obj.data_key is None:
             field_obj.data_key = camelcase(field_name)
+
+
+_HEX_COLOR = r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"
+_HEX_COLOR_WITH_ALPHA = r"^#(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$"
+
+
+class Color(fields.String):
+    """A colour setting written as hex: `#rgb` or `#rrggbb`, and with `alpha=True` (the default)
+    also `#rgba` or `#rrggbbaa`. It stays a string in the settings; `parse_color` reads it."""
+
+    def __init__(self, *, alpha: bool = True, **kwargs: Any) -> None:
+        forms = "#rgb, #rgba, #rrggbb or #rrggbbaa" if alpha else "#rgb or #rrggbb"
+        check = validate.Regexp(
+            _HEX_COLOR_WITH_ALPHA if alpha else _HEX_COLOR,
+            error=f"must be a hex colour: {forms}",
+        )
+        extra = kwargs.pop("validate", None)
+        extra_list = [] if extra is None else list(extra) if isinstance(extra, list) else [extra]
+        super().__init__(validate=[check, *extra_list], **kwargs)
+
+
+def parse_color(value: str) -> tuple[int, int, int, int]:
+    """A hex colour (`#rgb`, `#rgba`, `#rrggbb`, `#rrggbbaa`) as an RGBA tuple."""
+    digits = value.lstrip("#")
+    if len(digits) in (3, 4):
+        digits = "".join(ch * 2 for ch in digits)
+    if len(digits) == 6:
+        digits += "ff"
+    if len(digits) != 8:
+        raise ValueError(f"not a hex colour: {value!r}")
+    red, green, blue, alpha = (int(digits[i : i + 2], 16) for i in range(0, 8, 2))
+    return red, green, blue, alpha
 
 
 def validate_settings(schema_cls: type[Schema], raw: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 from PIL import Image
 
 from pixmill import (
+    Color,
     Context,
     FileResult,
     ImageResult,
@@ -29,6 +30,7 @@ from pixmill import (
     Settings,
     Tool,
     hookimpl,
+    parse_color,
 )
 from pixmill.core.errors import AnimatedImageError, BadRequestError
 from pixmill.core.imageio import (
@@ -46,7 +48,6 @@ RESAMPLE = Image.Resampling.LANCZOS
 # result to the eye at a fraction of the cost (Pillow's `reducing_gap`).
 REDUCING_GAP = 3.0
 
-COLOR_PATTERN = r"^#(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$"
 TRANSPARENT = (0, 0, 0, 0)
 WHITE = (255, 255, 255, 255)
 
@@ -61,16 +62,6 @@ ICON_SIZES = (16, 24, 32, 48, 64, 128)
 
 
 # --- shared helpers ---------------------------------------------------------------------------
-
-
-def _parse_color(value: str) -> tuple[int, int, int, int]:
-    hex_digits = value.lstrip("#")
-    if len(hex_digits) in (3, 4):
-        hex_digits = "".join(ch * 2 for ch in hex_digits)
-    if len(hex_digits) == 6:
-        hex_digits += "ff"
-    r, g, b, a = (int(hex_digits[i : i + 2], 16) for i in range(0, 8, 2))
-    return r, g, b, a
 
 
 def _convert(img: Image.Image, mode: str) -> Image.Image:
@@ -172,9 +163,8 @@ class ResizeSettings(Settings):
             "as it is (contain then adds no padding either)"
         },
     )
-    background = fields.String(
+    background = Color(
         load_default="#00000000",
-        validate=validate.Regexp(COLOR_PATTERN),
         metadata={
             "description": "letterbox colour for fit=contain (#rgb, #rgba, #rrggbb, #rrggbbaa); "
             "transparent is flattened onto white in formats without alpha"
@@ -252,7 +242,7 @@ def resize_image(
         img = img.resize(scaled, RESAMPLE, reducing_gap=REDUCING_GAP)
     if canvas == scaled:
         return img
-    color = _parse_color(settings["background"])
+    color = parse_color(settings["background"])
     mode = "RGBA" if color[3] < 255 or has_alpha(img) else "RGB"
     board = Image.new(mode, canvas, color if mode == "RGBA" else color[:3])
     pasted = _convert(img, mode)
@@ -400,9 +390,8 @@ class RotateSettings(Settings):
         load_default=False,
         metadata={"description": "mirror top-bottom (applied after the rotation)"},
     )
-    background = fields.String(
+    background = Color(
         load_default=None,
-        validate=validate.Regexp(COLOR_PATTERN),
         metadata={
             "description": "colour of the corners a non-right angle exposes (#rgb, #rgba, "
             "#rrggbb, #rrggbbaa); default transparent when the image's format has alpha, "
@@ -465,7 +454,7 @@ def _rotate_freely(
 def run_rotate(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> ImageResult:
     source = inputs.file
     if settings["background"] is not None:
-        background = _parse_color(settings["background"])
+        background = parse_color(settings["background"])
     else:
         background = TRANSPARENT if source.format.supports_alpha else WHITE
     return _map_frames(

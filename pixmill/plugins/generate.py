@@ -14,7 +14,7 @@ from typing import Any
 from marshmallow import fields, validate
 from PIL import Image, ImageChops
 
-from pixmill import Context, Settings, Source, SourcedImage, hookimpl
+from pixmill import Color, Context, Settings, Source, SourcedImage, hookimpl, parse_color
 from pixmill.core.errors import ImageTooLargeError
 from pixmill.core.imageio import encode_image
 
@@ -24,7 +24,6 @@ MAX_SEED = 2**32 - 1
 KINDS = ("solid", "gradient", "noise")
 DIRECTIONS = ("horizontal", "vertical", "diagonal")
 FORMATS = ("png", "jpg", "webp")
-HEX_COLOR = r"^#(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$"
 
 
 class GenerateSettings(Settings):
@@ -46,14 +45,12 @@ class GenerateSettings(Settings):
         validate=validate.Range(1, MAX_DIMENSION),
         metadata={"description": "height in pixels"},
     )
-    color = fields.String(
+    color = Color(
         load_default="#ffffff",
-        validate=validate.Regexp(HEX_COLOR, error="expected #rgb, #rgba, #rrggbb or #rrggbbaa"),
         metadata={"description": "fill colour, or the gradient's start (#rrggbb or #rrggbbaa)"},
     )
-    color_to = fields.String(
+    color_to = Color(
         load_default="#000000",
-        validate=validate.Regexp(HEX_COLOR, error="expected #rgb, #rgba, #rrggbb or #rrggbbaa"),
         metadata={"description": "the gradient's end colour"},
     )
     direction = fields.String(
@@ -83,17 +80,6 @@ class GenerateSettings(Settings):
         validate=validate.Range(1, MAX_COUNT),
         metadata={"description": "how many images to generate"},
     )
-
-
-def parse_color(value: str) -> tuple[int, int, int, int]:
-    """`#rgb`, `#rgba`, `#rrggbb` or `#rrggbbaa` as an RGBA tuple."""
-    digits = value.lstrip("#")
-    if len(digits) in (3, 4):
-        digits = "".join(ch * 2 for ch in digits)
-    if len(digits) == 6:
-        digits += "ff"
-    r, g, b, a = (int(digits[i : i + 2], 16) for i in range(0, 8, 2))
-    return r, g, b, a
 
 
 def _ramp(length: int) -> bytes:

@@ -13,7 +13,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate
 from PIL import Image, ImageDraw, ImageFont
 
-from pixmill import Context, ImageResult, Inputs, Settings, Tool, hookimpl
+from pixmill import Color, Context, ImageResult, Inputs, Settings, Tool, hookimpl, parse_color
 from pixmill.core.errors import BadRequestError
 from pixmill.core.imageio import has_alpha
 
@@ -34,7 +34,6 @@ POSITIONS = (
     "bottom-right",
     "tiled",
 )
-HEX_COLOR = r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"
 MAX_OFFSET = 10000
 
 
@@ -59,9 +58,9 @@ class WatermarkTextSettings(Settings):
         validate=validate.Range(4, 1000),
         metadata={"description": "text size in pixels"},
     )
-    color = fields.String(
+    color = Color(
+        alpha=False,
         load_default="#ffffff",
-        validate=validate.Regexp(HEX_COLOR, error="must be a hex colour such as #fff or #ffffff"),
         metadata={"description": "text colour as #rgb or #rrggbb"},
     )
     opacity = fields.Integer(
@@ -92,13 +91,6 @@ class WatermarkTextSettings(Settings):
         validate=validate.Range(0, MAX_OFFSET),
         metadata={"description": "gap in pixels between repeats when position is tiled"},
     )
-
-
-def parse_hex_color(value: str) -> tuple[int, int, int]:
-    digits = value.lstrip("#")
-    if len(digits) == 3:
-        digits = "".join(ch * 2 for ch in digits)
-    return int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)
 
 
 def load_font(ctx: Context, name: str, size: int) -> ImageFont.FreeTypeFont:
@@ -132,7 +124,7 @@ def render_text_layer(
             details={"width": width, "height": height},
         )
     alpha = round(255 * settings["opacity"] / 100)
-    layer = Image.new("RGBA", (width, height), (*parse_hex_color(settings["color"]), 0))
+    layer = Image.new("RGBA", (width, height), (*parse_color(settings["color"])[:3], 0))
     mask = Image.new("L", (width, height), 0)
     ImageDraw.Draw(mask).multiline_text((-left, -top), text, font=font, fill=alpha)
     layer.putalpha(mask)
