@@ -378,3 +378,20 @@ def test_large_bodies_are_read_whole(client: FlaskClient) -> None:
     assert response.status_code == 200
     assert response.get_json()["fileSize"] == len(big)
     assert (response.get_json()["width"], response.get_json()["height"]) == (1600, 1200)
+
+
+def test_expired_results_are_purged(config: Config) -> None:
+    import os
+    import time
+
+    client = create_app(config, result_ttl_hours=1).test_client()
+    old = post_tool(client, "resize", images.jpeg(), {"width": 10}).get_json()
+    fresh_client = create_app(config, result_ttl_hours=1).test_client()
+    job_dir = config.results_dir / old["jobId"]
+    two_hours_ago = time.time() - 7200
+    for path in job_dir.iterdir():
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    new = post_tool(fresh_client, "resize", images.jpeg(), {"width": 12}).get_json()
+    assert not job_dir.exists()
+    assert fresh_client.get(old["downloadUrl"]).status_code == 404
+    assert fresh_client.get(new["downloadUrl"]).status_code == 200

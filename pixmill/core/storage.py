@@ -59,12 +59,15 @@ class ResultStore:
         for job_dir in self.root.iterdir():
             if not job_dir.is_dir() or not _JOB_ID.match(job_dir.name):
                 continue
-            files = list(job_dir.iterdir())
-            if all(f.stat().st_mtime < cutoff for f in files):
-                for f in files:
-                    f.unlink(missing_ok=True)
-                job_dir.rmdir()
-                removed += 1
+            try:
+                files = list(job_dir.iterdir())
+                if all(f.stat().st_mtime < cutoff for f in files):
+                    for f in files:
+                        f.unlink(missing_ok=True)
+                    job_dir.rmdir()
+                    removed += 1
+            except OSError:  # another process purged or wrote it meanwhile: leave it be
+                continue
         return removed
 
     def _path(self, job_id: str, filename: str) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from typing import IO, Any
 
 from flask import Flask, Request, request
@@ -18,7 +19,7 @@ from pixmill.core.config import Config
 from pixmill.core.plugin_host import Registry, load_registry
 from pixmill.core.storage import ResultStore
 from pixmill.server import docs, downloads, errors, health, plugins, tools
-from pixmill.server.state import EXTENSION_KEY, AppState
+from pixmill.server.state import EXTENSION_KEY, AppState, get_state
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def create_app(
 
     errors.init_app(app)
     app.before_request(_refuse_oversized_body)
+    app.before_request(_purge_expired_results)
     for blueprint in (health.bp, tools.bp, downloads.bp, plugins.bp):
         app.register_blueprint(blueprint)
     docs.init_app(app)
@@ -102,6 +104,22 @@ class LargeBodyReads:
         if stream is not None and length.isdigit() and int(length) > self.BUFFER_SIZE // 4:
             environ["wsgi.input"] = io.BufferedReader(_RawInput(stream), self.BUFFER_SIZE)
         return self.app(environ, start_response)
+
+
+PURGE_INTERVAL_S = 600.0
+
+
+def _purge_expired_results() -> None:
+    # Results live PIXMILL_RESULT_TTL_HOURS; each process sweeps at most every 10 minutes,
+    # on the request that happens to come first (cheap: one directory listing).
+    state = get_state()
+    now = time.monotonic()
+    if now - state.cache.get("last_purge", -PURGE_INTERVAL_S) < PURGE_INTERVAL_S:
+        return
+    state.cache["last_purge"] = now
+    removed = state.results.purge_older_than(state.config.result_ttl_hours * 3600)
+    if removed:
+        log.info("removed %d expired results", removed)
 
 
 def _refuse_oversized_body() -> None:
