@@ -17,15 +17,16 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
+import multiprocessing
 import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -192,22 +193,38 @@ def start_server(port: int, workdir: Path) -> subprocess.Popen[bytes]:
         time.sleep(0.2)
 
 
+def _client(port: int, body: bytes, content_type: str, count: int, go: Any, done: Any) -> None:
+    go.wait()
+    post_many(port, body, content_type, count)
+    done.put(time.perf_counter())
+
+
 def rest_round(port: int, body: bytes, content_type: str, concurrency: int, count: int, pid: int):
-    """Send `count` requests over `concurrency` connections; return (CPU s/request, req/s)."""
+    """Send `count` requests over `concurrency` connections; return (CPU s/request, req/s).
+
+    Each connection is its own (forked) process, started before the clock: the load
+    generator must not be held back by its own GIL while the server is measured.
+    """
     per_client = max(1, count // concurrency)
-    cpu_before = process_tree_cpu(pid)
-    start = time.perf_counter()
-    threads = [
-        threading.Thread(target=post_many, args=(port, body, content_type, per_client))
+    context = multiprocessing.get_context("fork")
+    go, done = context.Event(), context.Queue()
+    clients = [
+        context.Process(target=_client, args=(port, body, content_type, per_client, go, done))
         for _ in range(concurrency)
     ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    wall = time.perf_counter() - start
-    done = per_client * concurrency
-    return (process_tree_cpu(pid) - cpu_before) / done, done / wall
+    for client in clients:
+        client.start()
+    cpu_before = process_tree_cpu(pid)
+    start = time.perf_counter()
+    go.set()
+    finished = max(done.get(timeout=600) for _ in clients)
+    for client in clients:
+        client.join()
+    if any(client.exitcode for client in clients):
+        raise RuntimeError("a benchmark client failed")
+    cpu = process_tree_cpu(pid) - cpu_before
+    done_requests = per_client * concurrency
+    return cpu / done_requests, done_requests / (finished - start)
 
 
 def bench_rest(
