@@ -29,6 +29,8 @@ class Config:
     local_folder_root: Path | None = None
     load_plugins: tuple[str, ...] | None = None
     result_ttl_hours: float = defaults.RESULT_TTL_HOURS
+    database_url: str | None = None
+    redis_url: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -58,6 +60,11 @@ class Config:
         }
 
     @property
+    def sqlalchemy_url(self) -> str:
+        """`database_url`, or the zero-configuration SQLite file in the data dir."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'pixmill.db'}"
+
+    @property
     def results_dir(self) -> Path:
         return self.data_dir / "results"
 
@@ -68,6 +75,8 @@ class Config:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None and f.name in _UNPREFIXED:
+                raw = env.get(f.name.upper())  # DATABASE_URL, REDIS_URL: the usual names
             if raw is None or f.name == "extra":
                 continue
             values[f.name] = _parse(f.name, raw)
@@ -82,6 +91,7 @@ def _split_names(raw: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in raw.split(",") if name.strip())
 
 
+_UNPREFIXED = {"database_url", "redis_url"}
 _INT_FIELDS = {
     "port",
     "workers",

@@ -14,6 +14,8 @@
 | LOCAL_FOLDER_ROOT | (unset) | the only directory the `local-folder` source may read |
 | LOAD_PLUGINS | (unset: all) | comma-separated entry-point names: load only these plugins |
 | RESULT_TTL_HOURS | 24 | how long inline results stay downloadable |
+| DATABASE_URL | (unset: SQLite file `pixmill.db` in DATA_DIR) | SQLAlchemy URL of the metadata database; also read without the prefix |
+| REDIS_URL | (unset: a private redis-server started by `pixmill serve`) | Redis for queues and progress; also read without the prefix |
 """
 
 from __future__ import annotations
