@@ -387,9 +387,9 @@ def test_expired_results_are_purged(config: Config) -> None:
     client = create_app(config, result_ttl_hours=1).test_client()
     old = post_tool(client, "resize", images.jpeg(), {"width": 10}).get_json()
     fresh_client = create_app(config, result_ttl_hours=1).test_client()
-    job_dir = config.results_dir / old["jobId"]
+    job_dir = config.blobs_dir / "results" / old["jobId"]
     two_hours_ago = time.time() - 7200
-    for path in job_dir.iterdir():
+    for path in [*job_dir.rglob("*"), job_dir]:
         os.utime(path, (two_hours_ago, two_hours_ago))
     new = post_tool(fresh_client, "resize", images.jpeg(), {"width": 12}).get_json()
     assert not job_dir.exists()

@@ -65,8 +65,9 @@ class Config:
         return self.database_url or f"sqlite:///{self.data_dir / 'pixmill.db'}"
 
     @property
-    def results_dir(self) -> Path:
-        return self.data_dir / "results"
+    def blobs_dir(self) -> Path:
+        """Uploads and results (see `pixmill.core.blobs`)."""
+        return self.data_dir / "blobs"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:

@@ -14,8 +14,11 @@
 | LOCAL_FOLDER_ROOT | (unset) | the only directory the `local-folder` source may read |
 | LOAD_PLUGINS | (unset: all) | comma-separated entry-point names: load only these plugins |
 | RESULT_TTL_HOURS | 24 | how long inline results stay downloadable |
-| DATABASE_URL | (unset: SQLite file `pixmill.db` in DATA_DIR) | SQLAlchemy URL of the metadata database; also read without the prefix |
-| REDIS_URL | (unset: a private redis-server started by `pixmill serve`) | Redis for queues and progress; also read without the prefix |
+| DATABASE_URL | (unset: SQLite `pixmill.db` in DATA_DIR) | SQLAlchemy URL of the metadata |
+| REDIS_URL | (unset: a private redis-server) | Redis for queues and progress |
+| JOB_MAX_ATTEMPTS | 3 | runs a queued job gets before it fails with ATTEMPTS_EXHAUSTED |
+
+DATABASE_URL and REDIS_URL are also read without the `PIXMILL_` prefix.
 """
 
 from __future__ import annotations
@@ -33,3 +36,4 @@ MAX_FORM_PARTS = 64
 MAX_IMAGE_PIXELS = 100_000_000
 MAX_IMAGE_FRAMES = 1000
 RESULT_TTL_HOURS = 24
+JOB_MAX_ATTEMPTS = 3

@@ -49,6 +49,13 @@ class NotFoundError(PixmillError):
     code = "NOT_FOUND"
 
 
+class ConflictError(PixmillError):
+    """The request is valid but the resource's current state does not allow it."""
+
+    status = 409
+    code = "CONFLICT"
+
+
 class PayloadTooLargeError(PixmillError):
     status = 413
     code = "PAYLOAD_TOO_LARGE"

@@ -15,9 +15,9 @@ from typing import IO, Any
 from flask import Flask, Request, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from pixmill.core.blobs import LocalBlobStore
 from pixmill.core.config import Config
 from pixmill.core.plugin_host import Registry, load_registry
-from pixmill.core.storage import ResultStore
 from pixmill.server import docs, downloads, errors, health, plugins, tools
 from pixmill.server.state import EXTENSION_KEY, AppState, get_state
 
@@ -57,7 +57,7 @@ def create_app(
     app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024  # text fields (settings JSON), not files
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION_KEY] = AppState(
-        config=config, registry=registry, results=ResultStore(config.results_dir)
+        config=config, registry=registry, blobs=LocalBlobStore(config.blobs_dir)
     )
 
     errors.init_app(app)
@@ -117,7 +117,7 @@ def _purge_expired_results() -> None:
     if now - state.cache.get("last_purge", -PURGE_INTERVAL_S) < PURGE_INTERVAL_S:
         return
     state.cache["last_purge"] = now
-    removed = state.results.purge_older_than(state.config.result_ttl_hours * 3600)
+    removed = state.blobs.purge_older_than(state.config.result_ttl_hours * 3600)
     if removed:
         log.info("removed %d expired results", removed)
 

@@ -1,4 +1,4 @@
-"""What the app holds for its lifetime: config, plugin registry, result store, warm models.
+"""What the app holds for its lifetime: config, plugin registry, blob store, warm models.
 
 Blueprints reach it through `get_state()`, never through module globals, so two apps with
 different configs can live in one process (the tests do).
@@ -11,10 +11,10 @@ from typing import Any
 
 from flask import current_app
 
+from pixmill.core.blobs import BlobStore
 from pixmill.core.config import Config
 from pixmill.core.contracts import ModelCache
 from pixmill.core.plugin_host import Registry
-from pixmill.core.storage import ResultStore
 
 EXTENSION_KEY = "pixmill"
 
@@ -23,7 +23,7 @@ EXTENSION_KEY = "pixmill"
 class AppState:
     config: Config
     registry: Registry
-    results: ResultStore
+    blobs: BlobStore
     models: ModelCache = field(default_factory=ModelCache)
     cache: dict[str, Any] = field(default_factory=dict)
 

@@ -15,12 +15,13 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
+from pixmill.core.blobs import BlobKey
 from pixmill.core.catalogue import describe
 from pixmill.core.contracts import OutputKind
 from pixmill.core.errors import BadRequestError, PixmillError, SettingsError
 from pixmill.core.execution import Outcome, UploadedFile, execute
+from pixmill.core.models import new_id
 from pixmill.core.settings import parse_settings_json
-from pixmill.core.storage import new_job_id
 from pixmill.server.state import get_state
 
 bp = Blueprint("tools", __name__, url_prefix="/api/v1/tools")
@@ -109,7 +110,7 @@ def _prefers_image(media_type: str) -> bool:
 
 def _image_response(outcome: Outcome) -> Response:
     assert outcome.data is not None and outcome.format is not None and outcome.filename
-    job_id = new_job_id()
+    job_id = new_id()
     if _prefers_image(outcome.format.media_type):
         response = Response(outcome.data, mimetype=outcome.format.media_type)
         response.headers["ETag"] = (
@@ -119,7 +120,8 @@ def _image_response(outcome: Outcome) -> Response:
         response.headers["X-Job-Id"] = job_id
         response.headers["X-Original-Size"] = str(outcome.input_size)
         return response
-    get_state().results.save(job_id, outcome.filename, outcome.data)
+    # An inline call has one attempt; the download route falls back to attempt 1.
+    get_state().blobs.put(BlobKey.result(job_id, 1, outcome.filename), outcome.data)
     return jsonify(
         {
             "jobId": job_id,
