@@ -1,8 +1,16 @@
 """The Flask app factory.
 
 At import nothing happens. `create_app()` reads the config (defaults < `PIXMILL_*` environment
-< arguments), loads the plugin registry once, and registers one blueprint per resource. The
-app's state lives in `app.extensions["pixmill"]` (see `state.py`), never in module globals.
+< arguments), loads the plugin registry once, opens the metadata database (SQLite in the data
+dir unless `DATABASE_URL` says otherwise) and brings its schema to the newest migration, and
+registers one blueprint per resource. The app's state lives in `app.extensions["pixmill"]`
+(see `state.py`), never in module globals.
+
+Under `pixmill serve` the app is built once in the gunicorn master (`preload_app`), so the
+migration runs once and the workers inherit a ready schema; their pooled connections are
+never reused across the fork (see `pixmill.core.db`). Processes that build the app at the same
+moment (workers without preload, a CLI next to a server) are safe too: the migration is
+serialized by the database's own lock and is a quick no-op for whoever comes second.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+import weakref
 from typing import IO, Any
 
 from flask import Flask, Request, request
@@ -17,8 +26,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from pixmill.core.blobs import LocalBlobStore
 from pixmill.core.config import Config
+from pixmill.core.db import Database
+from pixmill.core.jobstore import JobStore
 from pixmill.core.plugin_host import Registry, load_registry
-from pixmill.server import docs, downloads, errors, health, plugins, tools
+from pixmill.server import docs, downloads, errors, health, history, jobs, plugins, tools
 from pixmill.server.state import EXTENSION_KEY, AppState, get_state
 
 log = logging.getLogger(__name__)
@@ -56,14 +67,21 @@ def create_app(
     app.config["MAX_FORM_PARTS"] = config.max_form_parts
     app.config["MAX_FORM_MEMORY_SIZE"] = 1024 * 1024  # text fields (settings JSON), not files
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    database = Database.from_config(config)
+    # The engine's pooled connections go with the app (tests build hundreds of apps).
+    weakref.finalize(app, database.dispose)
     app.extensions[EXTENSION_KEY] = AppState(
-        config=config, registry=registry, blobs=LocalBlobStore(config.blobs_dir)
+        config=config,
+        registry=registry,
+        blobs=LocalBlobStore(config.blobs_dir),
+        db=database,
+        jobs=JobStore(database.sessions),
     )
 
     errors.init_app(app)
     app.before_request(_refuse_oversized_body)
     app.before_request(_purge_expired_results)
-    for blueprint in (health.bp, tools.bp, downloads.bp, plugins.bp):
+    for blueprint in (health.bp, tools.bp, downloads.bp, plugins.bp, jobs.bp, history.bp):
         app.register_blueprint(blueprint)
     docs.init_app(app)
     app.wsgi_app = LargeBodyReads(app.wsgi_app)  # type: ignore[method-assign]

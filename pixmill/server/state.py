@@ -1,4 +1,5 @@
-"""What the app holds for its lifetime: config, plugin registry, blob store, warm models.
+"""What the app holds for its lifetime: config, plugin registry, blob store, the metadata
+database with its job store, and warm models.
 
 Blueprints reach it through `get_state()`, never through module globals, so two apps with
 different configs can live in one process (the tests do).
@@ -14,6 +15,8 @@ from flask import current_app
 from pixmill.core.blobs import BlobStore
 from pixmill.core.config import Config
 from pixmill.core.contracts import ModelCache
+from pixmill.core.db import Database
+from pixmill.core.jobstore import JobStore
 from pixmill.core.plugin_host import Registry
 
 EXTENSION_KEY = "pixmill"
@@ -24,6 +27,8 @@ class AppState:
     config: Config
     registry: Registry
     blobs: BlobStore
+    db: Database
+    jobs: JobStore
     models: ModelCache = field(default_factory=ModelCache)
     cache: dict[str, Any] = field(default_factory=dict)
 

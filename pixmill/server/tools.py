@@ -4,25 +4,43 @@
 tool declares) and `settings` (a JSON object as text). Image results answer with the seed's
 JSON envelope, or with the bytes themselves when the client's Accept prefers the image type.
 Extractors answer with their JSON object as the body.
+
+A call is read and checked whole (files, then settings, normalized through the tool's schema)
+before any work, so a refused request never costs a run and is never recorded. A call that
+ran inline is recorded afterwards as a completed job (`jobs.record_inline`), and its id is in
+the `X-Job-Id` header of every answer, so the call appears in /api/v1/jobs and
+/api/v1/history. A call the tool itself refused or failed (400, 413, 415, 422, 500 from
+`execute`) is not recorded: nothing was produced, the client already has the error, and a
+flood of bad uploads must not turn into a flood of database writes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import logging
+import threading
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
+from marshmallow import Schema, ValidationError
 
 from pixmill.core.blobs import BlobKey
 from pixmill.core.catalogue import describe
-from pixmill.core.contracts import OutputKind
+from pixmill.core.contracts import Extractor, OutputKind, Tool
 from pixmill.core.errors import BadRequestError, PixmillError, SettingsError
 from pixmill.core.execution import Outcome, UploadedFile, execute
-from pixmill.core.models import new_id
-from pixmill.core.settings import parse_settings_json
-from pixmill.server.state import get_state
+from pixmill.core.models import BlobRef, new_id, utcnow
+from pixmill.core.settings import parse_settings_json, validate_settings
+from pixmill.server.jobs import record_inline
+from pixmill.server.state import AppState, get_state
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("tools", __name__, url_prefix="/api/v1/tools")
 
@@ -41,21 +59,121 @@ def show_tool(section: str, tool_id: str) -> Response:
     return jsonify(describe(get_state().registry.catalogue_entry(tool_id, section)))
 
 
+@dataclass
+class ToolCall:
+    """A checked request to run a tool: its files, its settings as sent, and those settings
+    normalized (defaults filled in, wire form, plain JSON): what a job records."""
+
+    definition: Tool | Extractor
+    files: dict[str, list[UploadedFile]]
+    raw_settings: Any
+    settings: dict[str, Any]
+
+
 @bp.post("/<section>/<tool_id>")
 def run_tool(section: str, tool_id: str) -> Response:
     state = get_state()
-    definition = state.registry.catalogue_entry(tool_id, section)
+    call = _read_call(state.registry.catalogue_entry(tool_id, section))
+    # Calls that go to the queue instead (heavy tools, large inputs, ?async=true) branch
+    # off here, with the call already checked.
+    return _run_inline(state, call)
+
+
+def _read_call(definition: Tool | Extractor) -> ToolCall:
+    """The request as a `ToolCall`; 400/415 for a body or settings the tool cannot take."""
+    files = _uploaded_files()
+    raw = _settings_from_request()
+    return ToolCall(definition, files, raw, normalize_settings(definition, raw))
+
+
+_schemas = threading.local()
+
+
+def _schema(schema_cls: type[Schema]) -> Schema:
+    # Building a Marshmallow schema costs ~100 us, using one ~10: keep one per class and
+    # thread (an instance is not documented as safe to share between threads).
+    cache: dict[type[Schema], Schema] = _schemas.__dict__.setdefault("by_class", {})
+    schema = cache.get(schema_cls)
+    if schema is None:
+        schema = cache[schema_cls] = schema_cls()
+    return schema
+
+
+def normalize_settings(definition: Tool | Extractor, raw: Any) -> dict[str, Any]:
+    """`raw` checked by the definition's schema and dumped back: defaults filled in, wire
+    (camelCase) names, plain JSON. Equal settings give equal dicts. Invalid settings raise
+    the same 400 VALIDATION_ERROR as running the tool would."""
+    schema = _schema(definition.settings)
+    raw = {} if raw is None else raw
+    try:
+        loaded = schema.load(dict(raw)) if isinstance(raw, Mapping) else None
+    except ValidationError:
+        loaded = None
+    if loaded is None:
+        # The slow path, for invalid settings only: raises the documented SettingsError.
+        loaded = validate_settings(definition.settings, raw)
+    try:
+        dumped = json.loads(json.dumps(schema.dump(loaded), allow_nan=False))
+    except (TypeError, ValueError):
+        # A schema whose dump is not plain JSON is a plugin bug; record what was sent.
+        log.warning("settings of %s do not dump to JSON; recording them as sent", definition.id)
+        return _strict_json_or_empty(raw)
+    return dumped if isinstance(dumped, dict) else _strict_json_or_empty(raw)
+
+
+def _strict_json_or_empty(raw: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        value = json.loads(json.dumps(dict(raw), allow_nan=False))
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _run_inline(state: AppState, call: ToolCall) -> Response:
+    started_at = utcnow()
     outcome = execute(
-        definition,
-        _uploaded_files(),
-        _settings_from_request(),
+        call.definition,
+        call.files,
+        call.raw_settings,
         limits=state.config.limits,
         config=state.config.plugin_config(),
         models=state.models,
     )
+    job_id = new_id()
+    output: BlobRef | None = None
     if outcome.kind is OutputKind.JSON:
-        return jsonify(outcome.json)
-    return _image_response(outcome)
+        response = jsonify(outcome.json)
+    else:
+        response, output = _image_response(state, job_id, outcome)
+    _record(state, call, job_id, outcome, output, started_at)
+    response.headers["X-Job-Id"] = job_id
+    return response
+
+
+def _record(
+    state: AppState,
+    call: ToolCall,
+    job_id: str,
+    outcome: Outcome,
+    output: BlobRef | None,
+    started_at: datetime,
+) -> None:
+    try:
+        record_inline(
+            state.db,
+            job_id=job_id,
+            definition=call.definition,
+            settings=call.settings,
+            files=call.files,
+            outcome=outcome,
+            output=output,
+            started_at=started_at,
+            finished_at=utcnow(),
+        )
+    except Exception:
+        # The work is done and its result is in hand: an unreachable database costs the
+        # call its history entry, not its answer.
+        log.exception("could not record inline job %s of %s", job_id, call.definition.id)
 
 
 def _settings_from_request() -> Any:
@@ -108,21 +226,31 @@ def _prefers_image(media_type: str) -> bool:
     ) > accept.quality("application/json")
 
 
-def _image_response(outcome: Outcome) -> Response:
+def _image_response(state: AppState, job_id: str, outcome: Outcome) -> tuple[Response, BlobRef]:
+    """The answer for an image result and the reference the job records for it.
+
+    The bytes themselves are not stored when they go back in the response: the client has
+    them, and the disk write (with its fsync) is the dearest part of keeping a result.
+    """
     assert outcome.data is not None and outcome.format is not None and outcome.filename
-    job_id = new_id()
+    # An inline call has one attempt; the download route falls back to attempt 1.
+    key = BlobKey.result(job_id, 1, outcome.filename)
+    output: BlobRef = {
+        "key": key.relative_path,
+        "filename": outcome.filename,
+        "size": outcome.size,
+        "format": outcome.format.name,
+    }
     if _prefers_image(outcome.format.media_type):
         response = Response(outcome.data, mimetype=outcome.format.media_type)
         response.headers["ETag"] = (
             '"' + hashlib.blake2b(outcome.data, digest_size=16).hexdigest() + '"'
         )
         response.headers["Content-Disposition"] = f'inline; filename="{outcome.filename}"'
-        response.headers["X-Job-Id"] = job_id
         response.headers["X-Original-Size"] = str(outcome.input_size)
-        return response
-    # An inline call has one attempt; the download route falls back to attempt 1.
-    get_state().blobs.put(BlobKey.result(job_id, 1, outcome.filename), outcome.data)
-    return jsonify(
+        return response, output
+    state.blobs.put(key, outcome.data)
+    response = jsonify(
         {
             "jobId": job_id,
             "downloadUrl": url_for("downloads.download", job_id=job_id, filename=outcome.filename),
@@ -130,3 +258,4 @@ def _image_response(outcome: Outcome) -> Response:
             "processedSize": outcome.size,
         }
     )
+    return response, output
