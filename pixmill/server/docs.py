@@ -80,6 +80,8 @@ def llms_txt() -> Response:
         "",
         f"- OpenAPI 3.1: {OPENAPI_JSON} and /api/v1/openapi.yaml",
         "- Catalogue with JSON Schemas: /api/v1/tools",
+        "- Every call is a job: GET /api/v1/jobs, /api/v1/jobs/<id>, /api/v1/jobs/<id>/results, "
+        "POST /api/v1/jobs/<id>/cancel, DELETE /api/v1/jobs/<id>; finished jobs in /api/v1/history",
         "",
         "## Tools",
         "",
