@@ -1,0 +1,574 @@
+"""Sending work to the RQ workers: submitting tool jobs, cancelling them, and the reconciler.
+
+The SQL job row (`JobStore`) is the truth about a job; Redis only carries the work. So:
+
+- `Dispatcher.submit_tool_job` validates settings and inputs exactly as an inline call does
+  (a bad request fails with the same 400/415 before anything is stored or queued), stores
+  the uploads in the `BlobStore`, commits the job row, and only then enqueues it, with the
+  SQL id as the RQ job id. RQ carries one importable function, `WORKER_FUNCTION`
+  (`pixmill.core.worker.run_job(job_id)`), never a plugin object: the worker reloads the
+  plugins through the same factory and looks the tool up by id.
+- Queues follow the kind of work: the tool's `queue` attribute (`default`, `ai`, ...).
+- Results are content-addressed: `cache_key()` hashes the input bytes of every part (in
+  order), the tool id and version and the normalized settings. When a completed job with
+  the same key still has its result blobs, the new job completes at once from a copy of
+  them and is never enqueued (see `copy_cached_outputs` for why a copy).
+- An enqueue that fails after the commit (Redis down) is not an error for the client: the
+  row stays queued and the `Reconciler` enqueues it once Redis answers again.
+- `Reconciler.run_once` gives back to the queue what the queue lost: processing rows whose
+  lease expired (their worker was SIGKILLed; `JobStore.requeue` fails them once attempts are
+  exhausted) and queued rows that Redis does not hold (restarted without persistence).
+  Enqueuing a job twice is harmless by design: `JobStore.claim` lets exactly one run it.
+
+Optional attributes a tool may declare (read with `getattr`, so `Tool` needs no change to
+try them): `timeout` (seconds), `max_attempts`, `cacheable` (False for tools whose output
+is not a function of their inputs and settings, e.g. random or time-dependent).
+
+Progress and final events go to Redis pub/sub on `event_channel(job_id)` as JSON
+(`job_event` builds the payload from a row, so an SSE endpoint can send the current state
+first and never miss a terminal event).
+
+Defaults introduced here (to move into `pixmill/core/defaults.py`):
+
+| name | default | meaning |
+| --- | --- | --- |
+| JOB_TIMEOUT_S | 300 | a tool's run time limit unless it declares `timeout` |
+| JOB_TIMEOUT_GRACE_S | 60 | beyond a tool's limit: RQ's outer timeout; then the lease lapses |
+| JOB_LEASE_S | 60 | how long a claimed job stays leased without a heartbeat |
+| JOB_PROGRESS_INTERVAL_S | 0.5 | at most one progress write and event per interval |
+| JOB_RETRY_BACKOFF_S | 5 | first retry delay; doubled per attempt |
+| JOB_RETRY_BACKOFF_MAX_S | 300 | longest retry delay |
+| RECONCILE_GRACE_S | 30 | a queued row untouched this long must be in Redis |
+
+This module imports nothing from `pixmill.server`, `pixmill.cli` or `pixmill.plugins`, and
+not `pixmill.core.worker` either (RQ refers to the worker function by its import path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from rq import Queue
+from rq.registry import ScheduledJobRegistry
+
+from pixmill.core import defaults
+from pixmill.core.blobs import BlobKey, BlobStore, safe_filename
+from pixmill.core.config import Config
+from pixmill.core.contracts import Extractor, InputFile, Tool
+from pixmill.core.errors import BadRequestError, ConflictError, NotFoundError
+from pixmill.core.execution import UploadedFile, build_inputs, safe_stem
+from pixmill.core.jobstore import JobStore
+from pixmill.core.models import Job, JobKind, JobStatus, new_id, utcnow
+from pixmill.core.settings import normalized_settings, validate_settings
+
+log = logging.getLogger(__name__)
+
+JOB_TIMEOUT_S = 300.0
+JOB_TIMEOUT_GRACE_S = 60.0
+JOB_LEASE_S = 60.0
+JOB_PROGRESS_INTERVAL_S = 0.5
+JOB_RETRY_BACKOFF_S = 5
+JOB_RETRY_BACKOFF_MAX_S = 300
+RECONCILE_GRACE_S = 30.0
+
+WORKER_FUNCTION = "pixmill.core.worker.run_job"
+EVENT_CHANNEL_PREFIX = "pixmill:job:"
+DOWNLOAD_PATH = "/api/v1/download/{job_id}/{filename}"
+DEFAULT_QUEUE = "default"
+# How long RQ keeps a finished RQ job's hash. pixmill needs nothing from it (the row holds
+# the outcome), but it must not be 0: an RQ job id is the SQL id, so the same id can be
+# enqueued again (by the reconciler) while an earlier run of it is still finishing on a
+# worker whose lease was taken back, and with 0 RQ would delete the hash of the new enqueue
+# when the old run ends, leaving its queue entry to be skipped.
+_RQ_RESULT_TTL_S = 3600
+# A failed RQ job is kept a day for an operator's `rq info`.
+_RQ_FAILURE_TTL_S = 24 * 3600
+_RECONCILER_LOCK = "pixmill:reconciler:lock"
+_CACHE_KEY_VERSION = 1
+# Upload blobs are named `<index>-<part>` so that the worker can rebuild the parts in order.
+_UPLOAD_NAME = re.compile(r"^(\d{3,})-([A-Za-z0-9][A-Za-z0-9_-]*)$")
+_PART_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,150}$")
+
+
+# ----- small shared helpers (the worker uses them too) ---------------------------------------
+
+
+def event_channel(job_id: str) -> str:
+    """The Redis pub/sub channel carrying a job's progress and final events."""
+    return f"{EVENT_CHANNEL_PREFIX}{job_id}"
+
+
+def download_url(job_id: str, filename: str) -> str:
+    return DOWNLOAD_PATH.format(job_id=job_id, filename=filename)
+
+
+def tool_timeout(definition: Tool | Extractor | None) -> float:
+    """The run time limit of a tool: its `timeout` attribute, else `JOB_TIMEOUT_S`."""
+    value = getattr(definition, "timeout", None)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return JOB_TIMEOUT_S
+
+
+def retry_backoff(attempt: int, base: float = JOB_RETRY_BACKOFF_S) -> int:
+    """Whole seconds to wait before running `attempt + 1` (RQ schedules in seconds)."""
+    if base <= 0:
+        return 0
+    return int(min(base * 2 ** max(attempt - 1, 0), JOB_RETRY_BACKOFF_MAX_S))
+
+
+def parse_blob_key(value: str) -> BlobKey:
+    """The `BlobKey` whose `relative_path` is `value` (as stored in a job row's refs)."""
+    parts = value.split("/") if isinstance(value, str) else []
+    if len(parts) == 3 and parts[0] == "uploads":
+        return BlobKey.upload(parts[1], parts[2])
+    if len(parts) == 4 and parts[0] == "results" and parts[2].isdigit():
+        return BlobKey.result(parts[1], int(parts[2]), parts[3])
+    raise NotFoundError("no such file", code="FILE_NOT_FOUND", details={"key": value})
+
+
+def upload_part(key: BlobKey) -> str:
+    """The form part an upload blob belongs to (`file`, `watermark`, ...)."""
+    match = _UPLOAD_NAME.match(key.filename)
+    if key.area != "uploads" or match is None:
+        raise ValueError(f"{key.relative_path} is not an upload of a dispatched job")
+    return match.group(2)
+
+
+def publish(connection: Any, job_id: str, event: Mapping[str, Any]) -> None:
+    """Best effort: progress is a courtesy, the row is the truth, so Redis trouble is logged."""
+    if connection is None:
+        return
+    try:
+        connection.publish(event_channel(job_id), json.dumps(event, separators=(",", ":")))
+    except redis.RedisError as error:
+        log.warning("could not publish an event of job %s: %s", job_id, error)
+
+
+def job_event(job: Job) -> dict[str, Any]:
+    """A job's state as a progress event: `{jobId, status, progress (0-100), message}`, and
+    when it has finished everything a client needs without a second request: the download
+    URL and sizes (seed 003's tool response), the extracted JSON, or the error."""
+    event: dict[str, Any] = {
+        "jobId": job.id,
+        "status": str(job.status),
+        "progress": round(job.progress * 100),
+        "message": job.message,
+    }
+    if job.status is JobStatus.COMPLETED:
+        event["progress"] = 100
+        files = [
+            {
+                "filename": ref["filename"],
+                "size": ref["size"],
+                "format": ref.get("format"),
+                "downloadUrl": download_url(job.id, ref["filename"]),
+            }
+            for ref in job.outputs
+        ]
+        if files:
+            event["downloadUrl"] = files[0]["downloadUrl"]
+            event["originalSize"] = job.input_size
+            event["processedSize"] = job.output_size
+            event["files"] = files
+        if job.result is not None:
+            event["result"] = job.result
+    elif job.status is JobStatus.FAILED:
+        event["error"] = {"code": job.error_code, "message": job.error_message}
+    return event
+
+
+def cache_key(
+    definition: Tool | Extractor,
+    normalized: Mapping[str, Any],
+    inputs: Sequence[tuple[str, str, int]],
+) -> str:
+    """SHA-256 of the tool id and version, the normalized settings and each input's
+    `(part, sha256, size)` in order. File names are left out on purpose: the same bytes
+    under another name give the same result (renamed on reuse)."""
+    document = {
+        "v": _CACHE_KEY_VERSION,
+        "tool": definition.id,
+        "version": str(definition.version),
+        "settings": normalized,
+        "inputs": [list(item) for item in inputs],
+    }
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def copy_cached_outputs(
+    jobstore: JobStore,
+    blobs: BlobStore,
+    key: str,
+    job_id: str,
+    attempt: int,
+    main_filename: str | None,
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, Job] | None:
+    """Copy the outputs of the newest completed job with `key` into `job_id`'s results.
+
+    Returns `(output refs, result JSON, source job)`, or None when there is no such job or
+    one of its blobs is gone (purged, deleted): the caller then computes.
+
+    A copy rather than a reference: the download route, retention and `DELETE` all address
+    results by their own job id, and a reference would break as soon as the other job is
+    deleted or expires (and deleting this one would take the other's files). Copying costs
+    disk I/O, not computation, which is what the cache saves. A single image output is
+    renamed after this job's input, as a fresh run would have named it.
+    """
+    source = jobstore.find_completed_by_cache_key(key)
+    if source is None or source.id == job_id:
+        return None
+    try:
+        keys = [parse_blob_key(ref["key"]) for ref in source.outputs]
+    except NotFoundError:
+        return None
+    if not all(blobs.exists(k) for k in keys):
+        return None
+    refs: list[dict[str, Any]] = []
+    try:
+        for ref, src in zip(source.outputs, keys, strict=True):
+            name = ref["filename"]
+            if len(source.outputs) == 1 and main_filename is not None:
+                extension = name.rsplit(".", 1)[-1] if "." in name else ""
+                stem = safe_stem(main_filename)
+                name = f"{stem}.{extension}" if extension else stem
+            name = safe_filename(name, fallback=safe_filename(ref["filename"], "result"))
+            with blobs.open(src) as stream:
+                stored = blobs.put(BlobKey.result(job_id, attempt, name), stream)
+            refs.append(
+                {
+                    "key": stored.key.relative_path,
+                    "filename": name,
+                    "size": stored.size,
+                    "format": ref.get("format"),
+                }
+            )
+    except NotFoundError:  # purged between the check and the copy
+        for ref in refs:
+            with contextlib.suppress(Exception):
+                blobs.delete(parse_blob_key(ref["key"]))
+        return None
+    return refs, source.result, source
+
+
+def main_input_filename(job: Job) -> str | None:
+    """The client's name of the job's first `file` part (results are named after it)."""
+    for ref in job.inputs:
+        try:
+            if upload_part(parse_blob_key(ref["key"])) == "file":
+                return str(ref["filename"])
+        except (NotFoundError, ValueError):
+            continue
+    return None
+
+
+def connect(redis_url: str) -> redis.Redis:
+    """A Redis client for `redis://...` or `unix://...` URLs (RQ needs bytes replies)."""
+    return redis.Redis.from_url(redis_url)
+
+
+def enqueue(
+    connection: redis.Redis, job: Job, *, timeout_s: float = JOB_TIMEOUT_S, at_front: bool = False
+) -> None:
+    """Put `job` on its RQ queue, RQ id = SQL id, running `WORKER_FUNCTION(job.id)`.
+
+    `timeout_s + JOB_TIMEOUT_GRACE_S` becomes the RQ job timeout: pixmill's worker enforces
+    the tool's own limit itself, RQ's is the outer bound for any other RQ worker class.
+    """
+    Queue(job.queue, connection=connection).enqueue(
+        WORKER_FUNCTION,
+        job.id,
+        job_id=job.id,
+        job_timeout=int(timeout_s + JOB_TIMEOUT_GRACE_S),
+        result_ttl=_RQ_RESULT_TTL_S,
+        failure_ttl=_RQ_FAILURE_TTL_S,
+        description=f"pixmill {job.kind} {job.tool_id or job.pipeline_id or ''}".strip(),
+        at_front=at_front,
+    )
+
+
+def remove_from_redis(connection: redis.Redis, job: Job) -> None:
+    """Take a job off its queue and out of the retry schedule, so it never runs."""
+    queue = Queue(job.queue, connection=connection)
+    queue.remove(job.id)
+    ScheduledJobRegistry(queue=queue).remove(job.id)
+
+
+# ----- submitting and cancelling -------------------------------------------------------------
+
+
+class Dispatcher:
+    """Creates job rows and queues their work (the web process's side of RQ)."""
+
+    def __init__(
+        self,
+        jobstore: JobStore,
+        blobs: BlobStore,
+        redis_url: str,
+        *,
+        config: Config,
+        max_attempts: int = defaults.JOB_MAX_ATTEMPTS,
+        lease_seconds: float = JOB_LEASE_S,
+        connection: redis.Redis | None = None,
+    ) -> None:
+        self.jobstore = jobstore
+        self.blobs = blobs
+        self.config = config
+        self.max_attempts = max_attempts
+        self.lease_seconds = lease_seconds
+        self.redis = connection if connection is not None else connect(redis_url)
+
+    def submit_tool_job(
+        self,
+        definition: Tool | Extractor,
+        files: Mapping[str, Sequence[UploadedFile]],
+        raw_settings: Mapping[str, Any] | None,
+        *,
+        owner_id: str | None = None,
+    ) -> Job:
+        """Validate, store the uploads, commit the row, then enqueue (or complete it at once
+        from the result cache). Bad settings (400), parts (400) or formats (415) raise before
+        anything is written."""
+        settings = validate_settings(definition.settings, raw_settings)
+        inputs = build_inputs(definition, files, self.config.limits)
+        normalized = _json_clean(normalized_settings(definition.settings, settings))
+
+        job_id = new_id()
+        try:
+            refs, digests = self._store_uploads(job_id, inputs)
+            key = cache_key(definition, normalized, digests)
+            main = inputs.get("file")
+            main_file = main[0] if isinstance(main, list) else main
+            main_name = main_file.filename if isinstance(main_file, InputFile) else None
+            cached = None
+            if getattr(definition, "cacheable", True):
+                cached = copy_cached_outputs(self.jobstore, self.blobs, key, job_id, 1, main_name)
+            job = self.jobstore.create(
+                JobKind.TOOL if isinstance(definition, Tool) else JobKind.EXTRACT,
+                tool_id=definition.id,
+                owner_id=owner_id,
+                settings=normalized,
+                inputs=refs,
+                queue=getattr(definition, "queue", DEFAULT_QUEUE) or DEFAULT_QUEUE,
+                max_attempts=int(getattr(definition, "max_attempts", self.max_attempts)),
+                cache_key=key,
+                job_id=job_id,
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.blobs.delete_job(job_id)
+            raise
+
+        if cached is not None:
+            return self._complete_from_cache(job, *cached)
+        try:
+            enqueue(self.redis, job, timeout_s=tool_timeout(definition))
+        except redis.RedisError as error:
+            # Committed is committed: the reconciler enqueues it once Redis is back.
+            log.warning("job %s stays queued until Redis answers: %s", job.id, error)
+        return job
+
+    def _store_uploads(
+        self, job_id: str, inputs: Mapping[str, Any]
+    ) -> tuple[list[dict[str, Any]], list[tuple[str, str, int]]]:
+        refs: list[dict[str, Any]] = []
+        digests: list[tuple[str, str, int]] = []
+        for part in inputs:
+            if not _PART_NAME.match(part):  # a plugin's odd declaration, refused before writing
+                raise BadRequestError(
+                    f"file part {part!r} cannot be stored for a queued job",
+                    code="UNSUPPORTED_PART_NAME",
+                    details={"field": part},
+                )
+        for part, value in inputs.items():
+            for item in value if isinstance(value, list) else [value]:
+                key = BlobKey.upload(job_id, f"{len(refs):03d}-{part}")
+                stored = self.blobs.put(key, item.data)
+                refs.append(
+                    {
+                        "key": key.relative_path,
+                        "filename": item.filename,
+                        "size": stored.size,
+                        "format": item.format.name,
+                    }
+                )
+                digests.append((part, stored.sha256, stored.size))
+        return refs, digests
+
+    def _complete_from_cache(
+        self,
+        job: Job,
+        outputs: list[dict[str, Any]],
+        result: dict[str, Any] | None,
+        source: Job,
+    ) -> Job:
+        claimed = self.jobstore.claim(job.id, self.lease_seconds)
+        if claimed is None:  # cancelled in the meantime: nothing to finish
+            return self.jobstore.get(job.id)
+        done = self.jobstore.complete(
+            job.id,
+            outputs,
+            result=result,
+            message=f"reused the result of job {source.id}",
+            attempt=claimed.attempt,
+        )
+        try:
+            self.blobs.promote(job.id, claimed.attempt)
+        except Exception:  # the row is the truth; promotion only guards against zombies
+            log.exception("job %s: could not promote attempt %d", job.id, claimed.attempt)
+        publish(self.redis, job.id, job_event(done))
+        return done
+
+    def enqueue(self, job: Job, *, timeout_s: float = JOB_TIMEOUT_S) -> None:
+        """Enqueue a row created elsewhere (batch members, pipelines) after its commit."""
+        enqueue(self.redis, job, timeout_s=timeout_s)
+
+    def cancel(self, job_id: str) -> Job:
+        """Queued: cancelled now and taken off Redis, so it never runs. Processing: the cancel
+        flag is set and the worker stops at the plugin's next `ctx.check_cancelled()`.
+        Finished: 409 `JOB_FINISHED`; unknown: 404 `JOB_NOT_FOUND`."""
+        job = self.jobstore.cancel(job_id)
+        if job.status is JobStatus.CANCELLED:
+            try:
+                remove_from_redis(self.redis, job)
+            except redis.RedisError as error:
+                # Harmless: a worker that dequeues it anyway cannot claim a cancelled row.
+                log.warning("could not take cancelled job %s off Redis: %s", job_id, error)
+            publish(self.redis, job.id, job_event(job))
+        return job
+
+
+def _json_clean(value: dict[str, Any]) -> dict[str, Any]:
+    """Settings as JSON gives them back (tuples become lists), for the row and the key."""
+    cleaned: dict[str, Any] = json.loads(json.dumps(value, allow_nan=False, default=str))
+    return cleaned
+
+
+# ----- the reconciler ------------------------------------------------------------------------
+
+
+@dataclass
+class ReconcileReport:
+    """What one reconciler pass did, by job id."""
+
+    requeued: list[str] = field(default_factory=list)  # lease expired, back on the queue
+    finished: list[str] = field(default_factory=list)  # lease expired, no attempts left
+    reenqueued: list[str] = field(default_factory=list)  # queued in SQL, lost by Redis
+    skipped: bool = False  # another reconciler held the lock
+
+
+class Reconciler:
+    """Brings Redis back in line with the job rows; run at start and periodically.
+
+    Idempotent and safe to run concurrently: a Redis lock keeps simultaneous passes from
+    doing the same work twice, and even without it the worst case is a job enqueued twice,
+    which `JobStore.claim` makes harmless.
+    """
+
+    def __init__(
+        self,
+        jobstore: JobStore,
+        redis_connection: redis.Redis,
+        queues: Iterable[str] | None = None,
+        *,
+        grace_seconds: float = RECONCILE_GRACE_S,
+        timeout_for: Callable[[Job], float] | None = None,
+        lock_seconds: float = 60.0,
+    ) -> None:
+        self.jobstore = jobstore
+        self.redis = redis_connection
+        self.queues = frozenset(queues) if queues is not None else None
+        self.grace = timedelta(seconds=grace_seconds)
+        self.timeout_for = timeout_for or (lambda job: JOB_TIMEOUT_S)
+        self.lock_seconds = lock_seconds
+
+    def _mine(self, job: Job) -> bool:
+        return self.queues is None or job.queue in self.queues
+
+    def run_once(self, now: datetime | None = None) -> ReconcileReport:
+        report = ReconcileReport()
+        lock = self.redis.lock(_RECONCILER_LOCK, timeout=self.lock_seconds, blocking=False)
+        if not lock.acquire(blocking=False):
+            report.skipped = True
+            return report
+        try:
+            at = now or utcnow()
+            self._take_back_expired(at, report)
+            self._enqueue_lost(at, report)
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                lock.release()
+        return report
+
+    def _take_back_expired(self, now: datetime, report: ReconcileReport) -> None:
+        seen: set[str] = set()
+        while True:
+            batch = [
+                job
+                for job in self.jobstore.unfinished_with_expired_lease(now)
+                if job.id not in seen
+            ]
+            if not batch:
+                return
+            for job in batch:
+                seen.add(job.id)
+                if not self._mine(job):
+                    continue
+                try:
+                    after = self.jobstore.requeue(
+                        job.id,
+                        "the worker stopped heartbeating (lease expired)",
+                        attempt=job.attempt,
+                    )
+                except (ConflictError, NotFoundError):
+                    continue  # finished, re-claimed or deleted since we looked
+                if after.status is JobStatus.QUEUED:
+                    self._enqueue(after)
+                    report.requeued.append(after.id)
+                else:
+                    publish(self.redis, after.id, job_event(after))
+                    report.finished.append(after.id)
+
+    def _enqueue_lost(self, now: datetime, report: ReconcileReport) -> None:
+        # One batch (the oldest RECONCILE_BATCH rows) per pass: `JobStore.unfinished` has no
+        # cursor. A backlog larger than that still drains, because rows leave the listing
+        # as workers finish them and the next pass looks further.
+        present: dict[str, set[str]] = {}
+        for job in self.jobstore.unfinished(now - self.grace):
+            if job.status is not JobStatus.QUEUED or not self._mine(job):
+                continue
+            if job.queue not in present:
+                present[job.queue] = self._held_by_redis(job.queue, now)
+            if job.id not in present[job.queue]:
+                self._enqueue(job)
+                report.reenqueued.append(job.id)
+
+    def _held_by_redis(self, queue_name: str, now: datetime) -> set[str]:
+        """Ids Redis will run on this queue: waiting in the list, or scheduled for a retry
+        and not overdue by more than the grace (an overdue one means no RQ scheduler runs:
+        it is enqueued again, and a duplicate is harmless)."""
+        queue = Queue(queue_name, connection=self.redis)
+        ids = set(queue.get_job_ids())
+        registry = ScheduledJobRegistry(queue=queue)
+        since = int((now - self.grace).timestamp())
+        ids.update(
+            member.decode() if isinstance(member, bytes) else str(member)
+            for member in self.redis.zrangebyscore(registry.key, since, "+inf")
+        )
+        return ids
+
+    def _enqueue(self, job: Job) -> None:
+        try:
+            enqueue(self.redis, job, timeout_s=self.timeout_for(job))
+        except redis.RedisError as error:
+            log.warning("reconciler could not enqueue job %s: %s", job.id, error)
