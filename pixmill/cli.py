@@ -1161,3 +1161,42 @@ def serve(
     from pixmill.server.serve import run_server
 
     run_server(config, access_log=access_log, log_level=log_level)
+
+
+# --- worker ----------------------------------------------------------------------------------
+
+
+@main.command(short_help="Run jobs from the queue (RQ worker).")
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    default=("default",),
+    show_default=True,
+    help="Queue to serve (repeatable), e.g. --queue ai for model-backed tools.",
+)
+@click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where blobs (uploads, results) live; must be the server's. [env PIXMILL_DATA_DIR]",
+)
+def worker(queues: tuple[str, ...], burst: bool, data_dir: Path | None) -> None:
+    """Run queued jobs. Needs the server's Redis (REDIS_URL), database (DATABASE_URL) and
+    data dir, so that it can run on another machine that shares them.
+
+    A worker keeps plugins' expensive state (models, fonts) warm from one job to the next.
+    """
+    config = load_config(data_dir=data_dir)
+    if not config.redis_url:
+        raise click.UsageError(
+            "pixmill worker needs REDIS_URL: the Redis of the pixmill server it works for "
+            "(e.g. REDIS_URL=redis://host:6379/0)"
+        )
+    # The worker builds its state from the environment: pass the flags on to it.
+    if data_dir is not None:
+        os.environ["PIXMILL_DATA_DIR"] = str(data_dir)
+    from pixmill.core.worker import make_worker
+
+    click.echo(f"pixmill worker serving queue(s) {', '.join(queues)}", err=True)
+    make_worker(config.redis_url, queues, burst=burst).work()

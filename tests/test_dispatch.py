@@ -40,7 +40,7 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 from pixmill import FileResult, Settings, Tool, hookimpl
-from pixmill.core import dispatch
+from pixmill.core import defaults, dispatch
 from pixmill.core.blobs import BlobKey, LocalBlobStore
 from pixmill.core.config import Config
 from pixmill.core.contracts import Context, Extractor, InputFile, Inputs
@@ -49,7 +49,6 @@ from pixmill.core.dispatch import (
     Dispatcher,
     Reconciler,
     event_channel,
-    parse_blob_key,
     retry_backoff,
 )
 from pixmill.core.errors import BadRequestError, NotFoundError, PixmillError
@@ -428,7 +427,7 @@ def test_submit_then_worker_completes_the_row_with_a_downloadable_result(
     rq_job = Queue("default", connection=conn).fetch_job(job.id)
     assert rq_job is not None and rq_job.func_name == dispatch.WORKER_FUNCTION
     assert rq_job.args == (job.id,)
-    upload = parse_blob_key(job.inputs[0]["key"])
+    upload = BlobKey.parse(job.inputs[0]["key"])
     assert env.blobs.open(upload).read() == data
     pubsub = subscribe(conn, job.id)
 
@@ -564,7 +563,7 @@ def test_cancel_of_a_running_job_stops_the_plugin_cooperatively(
     assert seen and seen[0].status is JobStatus.PROCESSING and seen[0].cancel_requested
     done = env.jobstore.get(job.id)
     assert done.status is JobStatus.CANCELLED and done.outputs == []
-    assert env.blobs.list_job(job.id) == [parse_blob_key(job.inputs[0]["key"])]
+    assert env.blobs.list_job(job.id) == [BlobKey.parse(job.inputs[0]["key"])]
     received = events(pubsub)
     assert any(e["status"] == "processing" and e["progress"] > 0 for e in received)
     assert received[-1]["status"] == "cancelled"
@@ -731,9 +730,9 @@ def test_queued_rows_lost_by_redis_are_enqueued_again(env: Env, conn: redis.Redi
     assert env.runs("echo") == []
     reconciler = Reconciler(env.jobstore, conn)
     assert reconciler.run_once().reenqueued == []  # too fresh: their enqueue may be under way
-    report = reconciler.run_once(later(dispatch.RECONCILE_GRACE_S + 1))
+    report = reconciler.run_once(later(defaults.RECONCILE_GRACE_S + 1))
     assert sorted(report.reenqueued) == sorted(job.id for job in jobs)
-    assert reconciler.run_once(later(dispatch.RECONCILE_GRACE_S + 1)).reenqueued == []
+    assert reconciler.run_once(later(defaults.RECONCILE_GRACE_S + 1)).reenqueued == []
     work(conn)
     assert all(env.jobstore.get(job.id).status is JobStatus.COMPLETED for job in jobs)
     assert len(env.runs("echo")) == 3
@@ -750,7 +749,7 @@ def test_a_submit_while_redis_is_down_is_queued_by_the_reconciler(
     offline = Dispatcher(env.jobstore, env.blobs, "", config=env.config, connection=nowhere)
     job = env.submit("echo", dispatcher=offline)
     assert job.status is JobStatus.QUEUED
-    report = Reconciler(env.jobstore, conn).run_once(later(dispatch.RECONCILE_GRACE_S + 1))
+    report = Reconciler(env.jobstore, conn).run_once(later(defaults.RECONCILE_GRACE_S + 1))
     assert report.reenqueued == [job.id]
     work(conn)
     assert env.jobstore.get(job.id).status is JobStatus.COMPLETED
@@ -764,8 +763,8 @@ def test_a_retry_scheduled_with_no_scheduler_running_is_enqueued_once_overdue(
     work(conn)  # attempt 1 fails; the retry is scheduled 100 s ahead
     assert job.id in ScheduledJobRegistry("default", connection=conn).get_job_ids()
     reconciler = Reconciler(env.jobstore, conn)
-    assert reconciler.run_once(later(dispatch.RECONCILE_GRACE_S + 1)).reenqueued == []
-    overdue = later(100 + dispatch.RECONCILE_GRACE_S + 5)  # and no scheduler moved it
+    assert reconciler.run_once(later(defaults.RECONCILE_GRACE_S + 1)).reenqueued == []
+    overdue = later(100 + defaults.RECONCILE_GRACE_S + 5)  # and no scheduler moved it
     assert reconciler.run_once(overdue).reenqueued == [job.id]
     work(conn)
     done = env.jobstore.get(job.id)
@@ -823,7 +822,7 @@ def test_concurrent_reconcilers_and_duplicate_enqueues_run_each_job_once(
     jobs = [env.submit("echo", png((0, n, 0))) for n in range(4)]
     conn.flushdb()
     reports: list[Any] = []
-    at = later(dispatch.RECONCILE_GRACE_S + 1)
+    at = later(defaults.RECONCILE_GRACE_S + 1)
     threads = [
         threading.Thread(target=lambda: reports.append(Reconciler(env.jobstore, conn).run_once(at)))
         for _ in range(3)
@@ -853,7 +852,7 @@ def test_a_sigkilled_worker_loses_nothing(env: Env, conn: redis.Redis) -> None:
         kill_group(process)  # SIGKILL mid-job: no cleanup of any kind
     assert env.jobstore.get(job.id).status is JobStatus.PROCESSING
 
-    report = Reconciler(env.jobstore, conn).run_once(later(dispatch.JOB_LEASE_S + 1))
+    report = Reconciler(env.jobstore, conn).run_once(later(defaults.JOB_LEASE_S + 1))
     assert report.requeued == [job.id]
     _marker("slow.release").touch()
     work(conn, ["ai"])
@@ -874,7 +873,7 @@ def test_a_worker_whose_lease_was_taken_back_writes_no_duplicate_output(
         wait_for(lambda: env.jobstore.get(job.id).progress > 0, 30, "the job to make progress")
         # The reconciler wrongly believes the (slow, alive) worker dead and takes the job
         # back; then the plugin finishes its work anyway, as a zombie attempt would.
-        report = Reconciler(env.jobstore, conn).run_once(later(dispatch.JOB_LEASE_S + 1))
+        report = Reconciler(env.jobstore, conn).run_once(later(defaults.JOB_LEASE_S + 1))
         assert report.requeued == [job.id]
         _marker("slow.release").touch()
         # Promotion (which removes the zombie's files) follows the commit: wait for both.
@@ -902,7 +901,7 @@ def test_a_worker_whose_lease_was_taken_back_writes_no_duplicate_output(
 
 def test_retry_backoff_doubles_up_to_its_cap() -> None:
     assert [retry_backoff(n, 5) for n in (1, 2, 3)] == [5, 10, 20]
-    assert retry_backoff(30, 5) == dispatch.JOB_RETRY_BACKOFF_MAX_S
+    assert retry_backoff(30, 5) == defaults.JOB_RETRY_BACKOFF_MAX_S
     assert retry_backoff(3, 0) == 0
 
 
@@ -912,12 +911,12 @@ def test_retry_backoff_doubles_up_to_its_cap() -> None:
 )
 def test_bad_blob_keys_are_refused(key: str) -> None:
     with pytest.raises(NotFoundError):
-        parse_blob_key(key)
+        BlobKey.parse(key)
 
 
 def test_blob_keys_round_trip() -> None:
     for key in (BlobKey.upload("a" * 32, "000-file"), BlobKey.result("b" * 32, 3, "x.png")):
-        assert parse_blob_key(key.relative_path) == key
+        assert BlobKey.parse(key.relative_path) == key
 
 
 def test_extra_plugins_are_named_by_module_or_attribute() -> None:

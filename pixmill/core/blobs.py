@@ -167,6 +167,16 @@ class BlobKey:
     def result(cls, job_id: str, attempt: int, filename: str) -> BlobKey:
         return cls("results", job_id, attempt, filename)
 
+    @classmethod
+    def parse(cls, value: str) -> BlobKey:
+        """The key whose `relative_path` is `value` (as stored in a job row's refs)."""
+        parts = value.split("/") if isinstance(value, str) else []
+        if len(parts) == 3 and parts[0] == "uploads":
+            return cls.upload(parts[1], parts[2])
+        if len(parts) == 4 and parts[0] == "results" and parts[2].isdigit():
+            return cls.result(parts[1], int(parts[2]), parts[3])
+        raise InvalidBlobKeyError("no such file: bad key", details={"part": "key"})
+
     @property
     def dir_parts(self) -> tuple[str, ...]:
         """The folder holding the blob, relative to the store's root, as path parts."""

@@ -17,6 +17,13 @@
 | DATABASE_URL | (unset: SQLite `pixmill.db` in DATA_DIR) | SQLAlchemy URL of the metadata |
 | REDIS_URL | (unset: a private redis-server) | Redis for queues and progress |
 | JOB_MAX_ATTEMPTS | 3 | runs a queued job gets before it fails with ATTEMPTS_EXHAUSTED |
+| JOB_TIMEOUT_S | 300 | a tool's run time limit unless it declares `timeout` |
+| JOB_TIMEOUT_GRACE_S | 60 | beyond a tool's limit: RQ's outer timeout; then the lease lapses |
+| JOB_LEASE_S | 60 | how long a claimed job stays leased without a heartbeat |
+| JOB_PROGRESS_INTERVAL_S | 0.5 | at most one progress write and event per interval |
+| JOB_RETRY_BACKOFF_S | 5 | first retry delay; doubled per attempt |
+| JOB_RETRY_BACKOFF_MAX_S | 300 | longest retry delay |
+| RECONCILE_GRACE_S | 30 | a queued row untouched this long must already be in Redis |
 
 DATABASE_URL and REDIS_URL are also read without the `PIXMILL_` prefix.
 """
@@ -37,3 +44,10 @@ MAX_IMAGE_PIXELS = 100_000_000
 MAX_IMAGE_FRAMES = 1000
 RESULT_TTL_HOURS = 24
 JOB_MAX_ATTEMPTS = 3
+JOB_TIMEOUT_S = 300.0
+JOB_TIMEOUT_GRACE_S = 60.0
+JOB_LEASE_S = 60.0
+JOB_PROGRESS_INTERVAL_S = 0.5
+JOB_RETRY_BACKOFF_S = 5
+JOB_RETRY_BACKOFF_MAX_S = 300
+RECONCILE_GRACE_S = 30.0

@@ -28,17 +28,7 @@ Progress and final events go to Redis pub/sub on `event_channel(job_id)` as JSON
 (`job_event` builds the payload from a row, so an SSE endpoint can send the current state
 first and never miss a terminal event).
 
-Defaults introduced here (to move into `pixmill/core/defaults.py`):
-
-| name | default | meaning |
-| --- | --- | --- |
-| JOB_TIMEOUT_S | 300 | a tool's run time limit unless it declares `timeout` |
-| JOB_TIMEOUT_GRACE_S | 60 | beyond a tool's limit: RQ's outer timeout; then the lease lapses |
-| JOB_LEASE_S | 60 | how long a claimed job stays leased without a heartbeat |
-| JOB_PROGRESS_INTERVAL_S | 0.5 | at most one progress write and event per interval |
-| JOB_RETRY_BACKOFF_S | 5 | first retry delay; doubled per attempt |
-| JOB_RETRY_BACKOFF_MAX_S | 300 | longest retry delay |
-| RECONCILE_GRACE_S | 30 | a queued row untouched this long must be in Redis |
+The job timings (JOB_TIMEOUT_S, JOB_LEASE_S, …) are documented in `pixmill/core/defaults.py`.
 
 This module imports nothing from `pixmill.server`, `pixmill.cli` or `pixmill.plugins`, and
 not `pixmill.core.worker` either (RQ refers to the worker function by its import path).
@@ -64,6 +54,14 @@ from pixmill.core import defaults
 from pixmill.core.blobs import BlobKey, BlobStore, safe_filename
 from pixmill.core.config import Config
 from pixmill.core.contracts import Extractor, InputFile, Tool
+from pixmill.core.defaults import (
+    JOB_LEASE_S,
+    JOB_RETRY_BACKOFF_MAX_S,
+    JOB_RETRY_BACKOFF_S,
+    JOB_TIMEOUT_GRACE_S,
+    JOB_TIMEOUT_S,
+    RECONCILE_GRACE_S,
+)
 from pixmill.core.errors import BadRequestError, ConflictError, NotFoundError
 from pixmill.core.execution import UploadedFile, build_inputs, safe_stem
 from pixmill.core.jobstore import JobStore
@@ -72,13 +70,6 @@ from pixmill.core.settings import normalized_settings, validate_settings
 
 log = logging.getLogger(__name__)
 
-JOB_TIMEOUT_S = 300.0
-JOB_TIMEOUT_GRACE_S = 60.0
-JOB_LEASE_S = 60.0
-JOB_PROGRESS_INTERVAL_S = 0.5
-JOB_RETRY_BACKOFF_S = 5
-JOB_RETRY_BACKOFF_MAX_S = 300
-RECONCILE_GRACE_S = 30.0
 
 WORKER_FUNCTION = "pixmill.core.worker.run_job"
 EVENT_CHANNEL_PREFIX = "pixmill:job:"
@@ -124,16 +115,6 @@ def retry_backoff(attempt: int, base: float = JOB_RETRY_BACKOFF_S) -> int:
     if base <= 0:
         return 0
     return int(min(base * 2 ** max(attempt - 1, 0), JOB_RETRY_BACKOFF_MAX_S))
-
-
-def parse_blob_key(value: str) -> BlobKey:
-    """The `BlobKey` whose `relative_path` is `value` (as stored in a job row's refs)."""
-    parts = value.split("/") if isinstance(value, str) else []
-    if len(parts) == 3 and parts[0] == "uploads":
-        return BlobKey.upload(parts[1], parts[2])
-    if len(parts) == 4 and parts[0] == "results" and parts[2].isdigit():
-        return BlobKey.result(parts[1], int(parts[2]), parts[3])
-    raise NotFoundError("no such file", code="FILE_NOT_FOUND", details={"key": value})
 
 
 def upload_part(key: BlobKey) -> str:
@@ -229,7 +210,7 @@ def copy_cached_outputs(
     if source is None or source.id == job_id:
         return None
     try:
-        keys = [parse_blob_key(ref["key"]) for ref in source.outputs]
+        keys = [BlobKey.parse(ref["key"]) for ref in source.outputs]
     except NotFoundError:
         return None
     if not all(blobs.exists(k) for k in keys):
@@ -256,7 +237,7 @@ def copy_cached_outputs(
     except NotFoundError:  # purged between the check and the copy
         for ref in refs:
             with contextlib.suppress(Exception):
-                blobs.delete(parse_blob_key(ref["key"]))
+                blobs.delete(BlobKey.parse(ref["key"]))
         return None
     return refs, source.result, source
 
@@ -265,7 +246,7 @@ def main_input_filename(job: Job) -> str | None:
     """The client's name of the job's first `file` part (results are named after it)."""
     for ref in job.inputs:
         try:
-            if upload_part(parse_blob_key(ref["key"])) == "file":
+            if upload_part(BlobKey.parse(ref["key"])) == "file":
                 return str(ref["filename"])
         except (NotFoundError, ValueError):
             continue

@@ -86,17 +86,18 @@ from pixmill.core.blobs import (
 from pixmill.core.config import Config
 from pixmill.core.contracts import Extractor, ModelCache, OutputKind, Tool
 from pixmill.core.db import Database
-from pixmill.core.dispatch import (
+from pixmill.core.defaults import (
     JOB_LEASE_S,
     JOB_PROGRESS_INTERVAL_S,
     JOB_RETRY_BACKOFF_S,
     JOB_TIMEOUT_GRACE_S,
     JOB_TIMEOUT_S,
+)
+from pixmill.core.dispatch import (
     connect,
     copy_cached_outputs,
     job_event,
     main_input_filename,
-    parse_blob_key,
     publish,
     retry_backoff,
     tool_timeout,
@@ -348,7 +349,7 @@ class _Attempt:
         files: dict[str, list[UploadedFile]] = {}
         for ref in self.job.inputs:
             try:
-                key = parse_blob_key(ref["key"])
+                key = BlobKey.parse(ref["key"])
                 part = upload_part(key)
                 with self.state.blobs.open(key) as stream:
                     data = stream.read()

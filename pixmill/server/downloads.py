@@ -8,6 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, send_file
 
 from pixmill.core.blobs import BlobKey, LocalBlobStore
+from pixmill.core.errors import NotFoundError
 from pixmill.server.state import get_state
 
 bp = Blueprint("downloads", __name__, url_prefix="/api/v1/download")
@@ -20,9 +21,21 @@ mimetypes.add_type("image/webp", ".webp")
 
 @bp.get("/<job_id>/<filename>")
 def download(job_id: str, filename: str) -> Response:
-    blobs = get_state().blobs
-    # Invalid ids and names are refused by BlobKey itself, as a plain 404.
-    key = BlobKey.result(job_id, blobs.promoted_attempt(job_id) or 1, filename)
+    state = get_state()
+    blobs = state.blobs
+    # The job row says which attempt's files are the outputs: a retried job's earlier
+    # attempts (or a worker that lost its lease) can never be served by mistake.
+    try:
+        outputs = state.jobs.get(job_id).outputs or []
+    except NotFoundError:
+        # No row: an inline result whose record could not be written (the answer had
+        # already been produced); inline calls have exactly one attempt. Invalid ids and
+        # names are refused by BlobKey itself, as a plain 404.
+        outputs = [{"filename": filename, "key": BlobKey.result(job_id, 1, filename).relative_path}]
+    ref = next((ref for ref in outputs if ref.get("filename") == filename), None)
+    if ref is None:
+        raise NotFoundError("no such result file", code="FILE_NOT_FOUND")
+    key = BlobKey.parse(ref["key"])
     if isinstance(blobs, LocalBlobStore):  # let the server send the file from disk
         source: Any = blobs.path(key)
         etag: bool | str = True
