@@ -213,16 +213,19 @@ _MIGRATE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_concurrent_migrations_from_two_processes(empty_url: str) -> None:
+def run_in_lockstep(script: str, *args: str, count: int = 2) -> list[tuple[int, str, str]]:
+    """Start `count` Python processes running `script`; each prints "ready" once set up and
+    then waits for "go" on stdin, so they all reach the interesting part at the same moment.
+    Returns (returncode, stdout, stderr) for each; every wait is bounded."""
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _MIGRATE_SCRIPT, empty_url],
+            [sys.executable, "-c", script, *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(2)
+        for _ in range(count)
     ]
     try:
         for process in processes:
@@ -238,8 +241,15 @@ def test_concurrent_migrations_from_two_processes(empty_url: str) -> None:
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=10)
-    for process, (stdout, stderr) in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, stderr
+    return [
+        (process.returncode, stdout, stderr)
+        for process, (stdout, stderr) in zip(processes, outputs, strict=True)
+    ]
+
+
+def test_concurrent_migrations_from_two_processes(empty_url: str) -> None:
+    for returncode, stdout, stderr in run_in_lockstep(_MIGRATE_SCRIPT, empty_url):
+        assert returncode == 0, stderr
         assert stdout.strip() == head_revision()
     assert _tables(empty_url) == TABLES
 

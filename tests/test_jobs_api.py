@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -695,32 +693,9 @@ _START_SCRIPT = textwrap.dedent(
 def test_two_processes_can_build_the_app_at_once(tmp_path: Path, backend: str) -> None:
     """Workers started without preload each build the app (and migrate) at the same time."""
     with test_db.empty_database_url(backend, tmp_path) as url:
-        processes = [
-            subprocess.Popen(
-                [sys.executable, "-c", _START_SCRIPT, str(tmp_path / "data"), url],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(2)
-        ]
-        try:
-            for process in processes:
-                assert process.stdout is not None
-                assert process.stdout.readline().strip() == "ready"
-            for process in processes:
-                assert process.stdin is not None
-                process.stdin.write("go\n")
-                process.stdin.flush()
-            outputs = [process.communicate(timeout=60) for process in processes]
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait(timeout=10)
-        for process, (stdout, stderr) in zip(processes, outputs, strict=True):
-            assert process.returncode == 0, stderr
+        results = test_db.run_in_lockstep(_START_SCRIPT, str(tmp_path / "data"), url)
+        for returncode, stdout, stderr in results:
+            assert returncode == 0, stderr
             assert stdout.strip() == "started"
         database = Database.from_url(url, run_migrations=False)
         try:
