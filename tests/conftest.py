@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from pixmill.core.config import Config
 from pixmill.core.execution import Outcome, execute
@@ -57,10 +55,3 @@ def run_tool(registry: Registry, limits: ImageLimits, config: Config) -> RunTool
         )
 
     return call
-
-
-def decode(data: bytes | None) -> Image.Image:
-    assert data is not None
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return img

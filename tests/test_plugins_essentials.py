@@ -18,8 +18,8 @@ from pixmill.core.errors import (
     SettingsError,
     UnsupportedFormatError,
 )
-from pixmill.core.execution import Outcome
 from pixmill.testing import images
+from pixmill.testing.images import decode, encode
 
 pillow_heif.register_heif_opener()  # so the test can decode HEIC/HEIF outputs itself
 
@@ -30,19 +30,6 @@ YELLOW = (255, 255, 0)
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def encode(img: Image.Image, fmt: str, **params: Any) -> bytes:
-    out = io.BytesIO()
-    img.save(out, format=fmt, **params)
-    return out.getvalue()
-
-
-def decode(outcome: Outcome) -> Image.Image:
-    assert outcome.data is not None
-    img = Image.open(io.BytesIO(outcome.data))
-    img.load()
-    return img
 
 
 def quadrants(width: int = 100, height: int = 80) -> Image.Image:

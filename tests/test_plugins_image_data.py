@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import pytest
@@ -13,12 +12,7 @@ from pixmill.core.errors import InvalidImageError, SettingsError, UnsupportedFor
 from pixmill.core.settings import to_json_schema
 from pixmill.plugins.image_data import InfoOutput, PaletteOutput
 from pixmill.testing import images
-
-
-def encode(img: Image.Image, fmt: str, **params: Any) -> bytes:
-    out = io.BytesIO()
-    img.save(out, format=fmt, **params)
-    return out.getvalue()
+from pixmill.testing.images import encode
 
 
 def info_of(run_tool: Any, data: bytes, **settings: Any) -> dict[str, Any]:

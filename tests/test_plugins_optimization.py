@@ -19,8 +19,8 @@ from pixmill.core.errors import (
     SettingsError,
     UnsupportedFormatError,
 )
-from pixmill.core.execution import Outcome
 from pixmill.testing import images
+from pixmill.testing.images import decode, encode
 
 MAKE = ExifTags.Base.Make
 MODEL = ExifTags.Base.Model
@@ -40,21 +40,6 @@ SRGB = images.srgb_icc_profile()
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def encode(img: Image.Image, fmt: str, **params: Any) -> bytes:
-    out = io.BytesIO()
-    img.save(out, format=fmt, **params)
-    return out.getvalue()
-
-
-def decode(data: bytes | Outcome | None) -> Image.Image:
-    if isinstance(data, Outcome):
-        data = data.data
-    assert data is not None
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return img
 
 
 def psnr(a: Image.Image, b: Image.Image) -> float:

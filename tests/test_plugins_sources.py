@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import statistics
 from dataclasses import replace
@@ -10,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from pixmill.core.config import Config
 from pixmill.core.errors import (
@@ -25,12 +23,7 @@ from pixmill.core.execution import FetchedImage, fetch
 from pixmill.core.imageio import ImageLimits
 from pixmill.core.plugin_host import Registry
 from pixmill.testing import images
-
-
-def decode(data: bytes) -> Image.Image:
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return img
+from pixmill.testing.images import decode
 
 
 @pytest.fixture

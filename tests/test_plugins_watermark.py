@@ -15,29 +15,17 @@ from pixmill.core.errors import (
     SettingsError,
     UnsupportedFormatError,
 )
-from pixmill.core.execution import Outcome, execute
+from pixmill.core.execution import execute
 from pixmill.core.imageio import ImageLimits
 from pixmill.core.plugin_host import Registry
 from pixmill.testing import images
+from pixmill.testing.images import decode, encode
 
 WIDTH, HEIGHT = 480, 360
 SRGB = images.srgb_icc_profile()  # once: littleCMS stamps each new profile with the time
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def encode(img: Image.Image, fmt: str = "PNG", **params: Any) -> bytes:
-    out = io.BytesIO()
-    img.save(out, format=fmt, **params)
-    return out.getvalue()
-
-
-def decode(outcome: Outcome) -> Image.Image:
-    assert outcome.data is not None
-    img = Image.open(io.BytesIO(outcome.data))
-    img.load()
-    return img
 
 
 def base_image(color: tuple[int, int, int] = (30, 60, 90)) -> Image.Image:

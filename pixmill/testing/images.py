@@ -8,16 +8,27 @@ from __future__ import annotations
 import io
 import random
 from functools import cache
+from typing import Any
 
 from PIL import Image, ImageCms, ImageDraw
 
 EXIF_ORIENTATION = 0x0112
 
 
-def _encode(img: Image.Image, fmt: str, **params: object) -> bytes:
+def encode(img: Image.Image, fmt: str = "PNG", **params: Any) -> bytes:
+    """`img` saved as `fmt` (Pillow's format name), as bytes."""
     out = io.BytesIO()
     img.save(out, format=fmt, **params)
     return out.getvalue()
+
+
+def decode(result: Any) -> Image.Image:
+    """Decode encoded bytes, or the `.data` of a run's outcome, into a loaded image."""
+    data = getattr(result, "data", result)
+    assert isinstance(data, bytes | bytearray), f"no image bytes in {result!r}"
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
 
 
 def photo(width: int = 640, height: int = 480, seed: int = 1) -> Image.Image:
@@ -38,7 +49,7 @@ def photo(width: int = 640, height: int = 480, seed: int = 1) -> Image.Image:
 
 
 def jpeg(width: int = 640, height: int = 480, quality: int = 90, **params: object) -> bytes:
-    return _encode(photo(width, height), "JPEG", quality=quality, **params)
+    return encode(photo(width, height), "JPEG", quality=quality, **params)
 
 
 def png(width: int = 320, height: int = 240, alpha: bool = True) -> bytes:
@@ -47,7 +58,7 @@ def png(width: int = 320, height: int = 240, alpha: bool = True) -> bytes:
         mask = Image.new("L", (width, height), 0)
         ImageDraw.Draw(mask).ellipse((0, 0, width - 1, height - 1), fill=255)
         img.putalpha(mask)
-    return _encode(img, "PNG")
+    return encode(img, "PNG")
 
 
 def animated_gif(width: int = 64, height: int = 48, frames: int = 4) -> bytes:
@@ -55,7 +66,7 @@ def animated_gif(width: int = 64, height: int = 48, frames: int = 4) -> bytes:
         Image.new("RGB", (width, height), (60 * i % 256, 255 - 40 * i % 256, 120))
         for i in range(frames)
     ]
-    return _encode(images[0], "GIF", save_all=True, append_images=images[1:], duration=80, loop=0)
+    return encode(images[0], "GIF", save_all=True, append_images=images[1:], duration=80, loop=0)
 
 
 def exif_rotated_jpeg(width: int = 300, height: int = 200, orientation: int = 6) -> bytes:
@@ -63,11 +74,11 @@ def exif_rotated_jpeg(width: int = 300, height: int = 200, orientation: int = 6)
     img = photo(width, height)
     exif = Image.Exif()
     exif[EXIF_ORIENTATION] = orientation
-    return _encode(img, "JPEG", quality=90, exif=exif.tobytes())
+    return encode(img, "JPEG", quality=90, exif=exif.tobytes())
 
 
 def cmyk_jpeg(width: int = 200, height: int = 150) -> bytes:
-    return _encode(photo(width, height).convert("CMYK"), "JPEG", quality=90)
+    return encode(photo(width, height).convert("CMYK"), "JPEG", quality=90)
 
 
 @cache
@@ -80,11 +91,11 @@ def srgb_icc_profile() -> bytes:
 
 
 def jpeg_with_icc(width: int = 200, height: int = 150) -> bytes:
-    return _encode(photo(width, height), "JPEG", quality=90, icc_profile=srgb_icc_profile())
+    return encode(photo(width, height), "JPEG", quality=90, icc_profile=srgb_icc_profile())
 
 
 def tiny(fmt: str = "PNG") -> bytes:
-    return _encode(Image.new("RGB", (1, 1), (255, 0, 0)), fmt)
+    return encode(Image.new("RGB", (1, 1), (255, 0, 0)), fmt)
 
 
 SAMPLES = {
