@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import logging
-import threading
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
-from marshmallow import Schema, ValidationError
 
 from pixmill.core.blobs import BlobKey
 from pixmill.core.catalogue import describe
@@ -36,7 +34,7 @@ from pixmill.core.contracts import Extractor, OutputKind, Tool
 from pixmill.core.errors import BadRequestError, PixmillError, SettingsError
 from pixmill.core.execution import Outcome, UploadedFile, execute
 from pixmill.core.models import BlobRef, new_id, utcnow
-from pixmill.core.settings import parse_settings_json, validate_settings
+from pixmill.core.settings import normalized_settings, parse_settings_json, validate_settings
 from pixmill.server.jobs import record_inline
 from pixmill.server.state import AppState, get_state
 
@@ -86,34 +84,15 @@ def _read_call(definition: Tool | Extractor) -> ToolCall:
     return ToolCall(definition, files, raw, normalize_settings(definition, raw))
 
 
-_schemas = threading.local()
-
-
-def _schema(schema_cls: type[Schema]) -> Schema:
-    # Building a Marshmallow schema costs ~100 us, using one ~10: keep one per class and
-    # thread (an instance is not documented as safe to share between threads).
-    cache: dict[type[Schema], Schema] = _schemas.__dict__.setdefault("by_class", {})
-    schema = cache.get(schema_cls)
-    if schema is None:
-        schema = cache[schema_cls] = schema_cls()
-    return schema
-
-
 def normalize_settings(definition: Tool | Extractor, raw: Any) -> dict[str, Any]:
     """`raw` checked by the definition's schema and dumped back: defaults filled in, wire
     (camelCase) names, plain JSON. Equal settings give equal dicts. Invalid settings raise
     the same 400 VALIDATION_ERROR as running the tool would."""
-    schema = _schema(definition.settings)
-    raw = {} if raw is None else raw
+    loaded = validate_settings(definition.settings, raw)
     try:
-        loaded = schema.load(dict(raw)) if isinstance(raw, Mapping) else None
-    except ValidationError:
-        loaded = None
-    if loaded is None:
-        # The slow path, for invalid settings only: raises the documented SettingsError.
-        loaded = validate_settings(definition.settings, raw)
-    try:
-        dumped = json.loads(json.dumps(schema.dump(loaded), allow_nan=False))
+        dumped = json.loads(
+            json.dumps(normalized_settings(definition.settings, loaded), allow_nan=False)
+        )
     except (TypeError, ValueError):
         # A schema whose dump is not plain JSON is a plugin bug; record what was sent.
         log.warning("settings of %s do not dump to JSON; recording them as sent", definition.id)
