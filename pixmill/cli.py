@@ -1,17 +1,21 @@
-"""The `pixmill` command line: list and describe plugins, run tools, extract, fetch, serve.
+"""The `pixmill` command line: list and describe plugins, run tools, extract, fetch, serve,
+work the queue and look after its jobs.
 
 Every command runs plugins through the same core path as the REST API (`execute`, `fetch`), so
 a tool behaves identically here and over HTTP. Exit codes follow click's convention: 0 on
 success, 1 when the work failed (a `PixmillError`, an unreadable file, any failed file of a
 batch), 2 for a usage problem (unknown tool, bad `--set`, missing input file).
 
-The server is imported only by `pixmill serve`, so the other commands start without Flask.
+The server is imported only by `pixmill serve` and `pixmill jobs` (which reuses its job
+helpers), so the other commands start without Flask.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import glob
+import importlib.metadata
 import json
 import logging
 import os
@@ -23,14 +27,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from marshmallow import Schema, fields
 
 from pixmill import __version__
-from pixmill.core import defaults, plugin_host
+from pixmill.core import defaults, installer, plugin_host
 from pixmill.core.catalogue import describe, inputs_of, output_kind
 from pixmill.core.config import Config
 from pixmill.core.contracts import Extractor, OutputKind, Source, Tool
@@ -38,6 +43,13 @@ from pixmill.core.errors import PixmillError, SettingsError
 from pixmill.core.execution import Outcome, UploadedFile, execute, fetch, safe_stem
 from pixmill.core.plugin_host import Registry, load_registry
 from pixmill.core.settings import parse_settings_json, to_json_schema, validate_settings
+
+if TYPE_CHECKING:  # imported by the jobs commands when they run (see `# --- jobs`)
+    from pixmill.core.blobs import BlobStore
+    from pixmill.core.jobstore import JobPage
+    from pixmill.core.models import Job
+    from pixmill.server.jobs import ListingQuery
+    from pixmill.server.state import AppState
 
 STDIO = "-"
 # The filename given to bytes read from stdin: only its stem ever shows (in output names).
@@ -120,7 +132,7 @@ def load_quietly(config: Config) -> Registry:
     host_log.addHandler(silencer)
     host_log.propagate = False
     try:
-        return load_registry(load_plugins=config.load_plugins)
+        return load_registry(config.load_plugins, plugins_dir=config.plugins_dir)
     finally:
         host_log.removeHandler(silencer)
         host_log.propagate = propagate
@@ -139,6 +151,24 @@ def load_checked_registry(config: Config) -> Registry:
             "`pixmill plugins` lists the installed ones"
         )
     return registry
+
+
+def _use_plugins_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """`--plugins-dir DIR` is `PIXMILL_PLUGINS_DIR=DIR`: set in the environment, so that every
+    process the command starts (batch processes, `serve`'s web and queue workers) loads it."""
+    if value is not None:
+        os.environ["PIXMILL_PLUGINS_DIR"] = str(value.absolute())
+
+
+plugins_dir_option = click.option(
+    "--plugins-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    expose_value=False,
+    is_eager=True,
+    callback=_use_plugins_dir,
+    help="Also load the plugin modules (*.py, packages) in this directory, unpackaged. "
+    "[env PIXMILL_PLUGINS_DIR]",
+)
 
 
 def find_definition(registry: Registry, ident: str, command: str) -> Definition:
@@ -186,12 +216,16 @@ def _wire_fields(schema_cls: type[Schema]) -> dict[str, fields.Field]:
 _JSON_FIELDS = (fields.List, fields.Tuple, fields.Dict, fields.Nested, fields.Mapping)
 
 
+_INTEGER_TEXT = re.compile(r"^\s*[+-]?\d+\s*$")
+
+
 def parse_settings(
     schema_cls: type[Schema], pairs: Sequence[str], settings_json: str | None = None
 ) -> dict[str, Any]:
     """Turn `--settings-json` and `--set key=value` pairs (later ones win) into raw settings.
 
-    Values stay strings (the schema coerces numbers and booleans, exactly as for form fields);
+    Values stay strings (the schema coerces floats and booleans) except integers, which the
+    schema takes strictly;
     a value for a list or object field is JSON, and so is a `[`/`{` value for any other
     non-string field when it parses.
     `snake_case` keys are accepted for their camelCase wire names.
@@ -220,6 +254,8 @@ def parse_settings(
                 raise click.BadParameter(
                     f"{key}: {value!r} is not valid JSON ({exc.msg})", param_hint="--set"
                 ) from None
+        elif isinstance(field_obj, fields.Integer) and _INTEGER_TEXT.match(value):
+            raw[key] = int(value)  # settings integers are strict: "800" is not 800 in JSON
         elif looks_like_json and not isinstance(field_obj, fields.String):
             try:
                 raw[key] = json.loads(value)
@@ -360,6 +396,16 @@ class FileRunner:
         return execute(
             self.definition,
             {"file": files, **self.extra_files},
+            self.raw_settings,
+            limits=self.config.limits,
+            config=self.plugin_config,
+        )
+
+    def execute_without_files(self) -> Outcome:
+        """Run a tool that takes no main file (one call, extra files only)."""
+        return execute(
+            self.definition,
+            dict(self.extra_files),
             self.raw_settings,
             limits=self.config.limits,
             config=self.plugin_config,
@@ -514,6 +560,7 @@ def main() -> None:
     pixmill tools show resize          one tool's settings, defaults and bounds
     pixmill run resize a.jpg --set width=800
     pixmill serve                      the REST API on http://127.0.0.1:8731
+    pixmill jobs list --status failed  the server's failed jobs
     """
 
 
@@ -536,6 +583,7 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[s
 
 @main.group(invoke_without_command=True, short_help="List tools, extractors and sources.")
 @click.option("--json", "as_json", is_flag=True, help="Print the catalogue as JSON.")
+@plugins_dir_option
 @click.pass_context
 def tools(ctx: click.Context, as_json: bool) -> None:
     """List tools, extractors and sources (`tools show ID` describes one)."""
@@ -683,8 +731,10 @@ def _example_command(definition: Definition) -> str:
 
 @main.command(short_help="List installed plugins and their errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plugin reports as JSON.")
+@plugins_dir_option
 def plugins(as_json: bool) -> None:
-    """List installed plugins: package, version, hooks, what each provides, and errors.
+    """List installed plugins: package, version, the plugin API each targets (`-`: not
+    declared), hooks, what each provides, and errors.
 
     A broken plugin is listed with ERROR and what to do about it; it never stops the others,
     and this command still exits 0.
@@ -698,6 +748,7 @@ def plugins(as_json: bool) -> None:
             info.name,
             info.package or "-",
             info.version or "-",
+            "-" if info.api_version is None else str(info.api_version),
             "ERROR" if info.errors else "ok",
             ", ".join(h.removeprefix("pixmill_") for h in info.hooks) or "-",
             ", ".join([*info.tools, *info.extractors, *info.sources]) or "-",
@@ -705,7 +756,7 @@ def plugins(as_json: bool) -> None:
         for info in registry.plugins
     ]
     header, *table = render_table(
-        ("NAME", "PACKAGE", "VERSION", "STATUS", "HOOKS", "PROVIDES"), rows
+        ("NAME", "PACKAGE", "VERSION", "API", "STATUS", "HOOKS", "PROVIDES"), rows
     )
     click.echo(header)
     for info, line in zip(registry.plugins, table, strict=True):
@@ -715,6 +766,139 @@ def plugins(as_json: bool) -> None:
     broken = sum(1 for info in registry.plugins if info.errors)
     summary = f"{len(registry.plugins)} plugins"
     click.echo(f"\n{summary}, {broken} with errors" if broken else f"\n{summary}, all ok")
+
+
+# --- install and uninstall -------------------------------------------------------------------
+#
+# pip and the before/after plugin listings live in `pixmill.core.installer`, shared with the
+# feature-bundle jobs (`pixmill.features`).
+
+_RESTART_NOTE = installer.RESTART_NOTE
+installed_plugins = installer.installed_plugins
+plugin_changes = installer.plugin_changes
+
+
+def run_pip(args: Sequence[str]) -> None:
+    """Run pip with `args`, its output on stderr; a failure is exit 1 with pip's message."""
+    try:
+        output = installer.run_pip(args).output
+    except installer.PipFailedError as error:
+        if error.output:
+            click.echo(error.output, err=True)
+        raise PixmillError(
+            f"pip {error.subcommand} failed (exit {error.returncode}); its message is above. "
+            f"Command: {error.command}"
+        ) from error
+    if output:
+        click.echo(output, err=True)
+
+
+def _report_changes(before: Mapping[str, Any], after: Mapping[str, Any], verb: str) -> None:
+    changes = plugin_changes(before, after)
+    for line in changes:
+        click.echo(line)
+    if not changes:
+        warn(
+            f"pip {verb} finished, but no pixmill plugin was {verb}ed or changed: a plugin "
+            "package declares an entry point in the `pixmill` group (docs/plugins/installing.md)"
+        )
+    else:
+        click.echo(_RESTART_NOTE)
+
+
+def _pip_names(args: Sequence[str]) -> list[str]:
+    """The package arguments among pass-through pip options (those start with `-`)."""
+    return [arg for arg in args if not arg.startswith("-")]
+
+
+@main.command(
+    short_help="Install plugin packages with pip (names, paths, wheels).",
+    context_settings={"ignore_unknown_options": True},
+)
+@click.argument("packages", metavar="NAME...", nargs=-1, type=click.UNPROCESSED)
+@click.option("-U", "--upgrade", is_flag=True, help="Upgrade packages already installed.")
+@click.option(
+    "-e",
+    "--editable",
+    "editables",
+    multiple=True,
+    metavar="PATH",
+    help="Install a plugin's source directory in editable mode (repeatable).",
+)
+def install(packages: tuple[str, ...], upgrade: bool, editables: tuple[str, ...]) -> None:
+    """Install plugins into the environment pixmill runs in, with pip, and print the plugins
+    added or changed: their names, packages, versions and the ids they provide.
+
+    NAME is anything pip installs: a name on the index (`pixmill-hello`, `pixmill-hello==1.2`),
+    a wheel, a source directory. Other pip options pass through (e.g. `--no-deps`,
+    `--index-url URL`). Restart a running server to load the new plugins.
+    """
+    if not _pip_names(packages) and not editables:
+        raise click.UsageError("name at least one package, path or wheel to install")
+    before = installed_plugins()
+    pip_args = ["install", *(["--upgrade"] if upgrade else [])]
+    for path in editables:
+        pip_args += ["--editable", path]
+    run_pip([*pip_args, *packages])
+    _report_changes(before, installed_plugins(), "install")
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def uninstall_target(name: str) -> str:
+    """The distribution to uninstall for `name`: a package name, or a plugin's name (the
+    package providing it). pixmill and its built-in plugins are refused (usage error)."""
+    if _canonical(name) == plugin_host.BUILTIN_PACKAGE:
+        raise click.UsageError(
+            "pixmill will not uninstall itself; if you mean it, run pip uninstall pixmill"
+        )
+    try:
+        distribution = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    else:
+        package = str(distribution.metadata["Name"])
+        if not distribution.entry_points.select(group=plugin_host.ENTRY_POINT_GROUP):
+            # Most likely a dependency some plugin needs: not ours to remove.
+            raise click.UsageError(
+                f"{package} provides no pixmill plugin; uninstall it with pip if you mean it"
+            )
+        return package
+    for ep in importlib.metadata.entry_points(group=plugin_host.ENTRY_POINT_GROUP):
+        if ep.name != name or ep.dist is None:
+            continue
+        package = ep.dist.metadata["Name"]
+        if _canonical(package) == plugin_host.BUILTIN_PACKAGE:
+            raise click.UsageError(
+                f"{name} is a built-in plugin of pixmill and cannot be uninstalled; to leave "
+                "it out, list the plugins to load in PIXMILL_LOAD_PLUGINS"
+            )
+        return str(package)
+    raise click.UsageError(
+        f"{name} is not installed: neither a package nor a plugin name "
+        "(`pixmill plugins` lists the plugins and their packages)"
+    )
+
+
+@main.command(
+    short_help="Uninstall plugin packages with pip.",
+    context_settings={"ignore_unknown_options": True},
+)
+@click.argument("packages", metavar="NAME...", nargs=-1, type=click.UNPROCESSED)
+def uninstall(packages: tuple[str, ...]) -> None:
+    """Uninstall plugin packages (by package name, or by plugin name as `pixmill plugins`
+    lists it) and print the plugins removed. pixmill and its built-ins are refused.
+    """
+    names = _pip_names(packages)
+    if not names:
+        raise click.UsageError("name at least one plugin package to uninstall")
+    options = [arg for arg in packages if arg.startswith("-")]
+    targets = list(dict.fromkeys(uninstall_target(name) for name in names))
+    before = installed_plugins()
+    run_pip(["uninstall", "--yes", *options, *targets])
+    _report_changes(before, installed_plugins(), "uninstall")
 
 
 # --- run and extract -------------------------------------------------------------------------
@@ -757,13 +941,14 @@ def _with(options: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any]:
 
 @main.command(short_help="Run a tool on files (parallel for many).")
 @click.argument("tool_id", metavar="TOOL")
-@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
+@click.argument("inputs", metavar="INPUT...", nargs=-1)
 @click.option(
     "-o",
     "--output",
     metavar="PATH",
     help="Output file (one input; '-' for stdout) or directory (several inputs or a glob). "
-    "Default for one input: ./<stem>-<TOOL>.<ext>.",
+    "Default for one input: ./<stem>-<TOOL>.<ext>; for a tool that takes no file "
+    "(qr-generate): ./<TOOL>.<ext>.",
 )
 @_with(_settings_options)
 @click.option(
@@ -774,6 +959,7 @@ def _with(options: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any]:
     help="An extra file input the tool takes, e.g. --file watermark=logo.png.",
 )
 @_with(_batch_options)
+@plugins_dir_option
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -804,8 +990,15 @@ def run(
     raw = parse_settings(definition.settings, set_pairs, settings_json)
     validate_settings(definition.settings, raw)  # once, before any file is read or forked for
     extra_files = parse_extra_files(definition, file_pairs)
-    found = expand_inputs(inputs)
     runner = FileRunner(registry, definition.id, raw, extra_files, config)
+    if not inputs_of(definition):
+        if inputs:
+            raise click.UsageError(f"{definition.id} takes no input files, only settings")
+        _run_without_files(runner, output)
+        return
+    if not inputs:
+        raise click.UsageError(f"{definition.id} needs INPUT files ('-' reads stdin)")
+    found = expand_inputs(inputs)
     if output_kind(definition) is OutputKind.JSON:
         _emit_json(runner, found, output, jsonl=False, jobs=jobs, quiet=quiet)
         return
@@ -819,6 +1012,23 @@ def run(
             param_hint="-o",
         )
     _run_many(runner, found.paths, Path(output), jobs=jobs, quiet=quiet)
+
+
+def _run_without_files(runner: FileRunner, output: str | None) -> None:
+    """A tool that makes its image from settings alone (qr-generate, barcode-generate)."""
+    outcome = runner.execute_without_files()
+    assert outcome.data is not None and outcome.format is not None
+    if output == STDIO:
+        sys.stdout.buffer.write(outcome.data)
+        sys.stdout.buffer.flush()
+        return
+    name = f"{runner.definition.id}.{outcome.format.extension}"
+    target = Path(output or name)
+    if output is not None and _names_a_directory(output):
+        target = target / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(outcome.data)
+    click.echo(str(target), err=True)
 
 
 def _run_single_call(runner: FileRunner, paths: list[str], output: str | None) -> None:
@@ -932,6 +1142,7 @@ def _run_many(
 )
 @click.option("-o", "--output", metavar="FILE", help="Write the JSON here instead of stdout.")
 @_with(_batch_options)
+@plugins_dir_option
 @click.pass_context
 def extract(
     ctx: click.Context,
@@ -1050,6 +1261,7 @@ class _JsonSink:
     help="Directory the images are written to (created; existing files are kept).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print each image's provenance as JSON.")
+@plugins_dir_option
 @click.pass_context
 def fetch_command(
     ctx: click.Context,
@@ -1135,6 +1347,12 @@ def _provenance_line(entry: Mapping[str, Any]) -> str:
     type=click.Path(file_okay=False, path_type=Path),
     help="Uploads and results. [env PIXMILL_DATA_DIR; default ~/.local/share/pixmill]",
 )
+@click.option(
+    "--queue-workers",
+    type=click.IntRange(min=0),
+    help="Queue worker processes started beside the server; 0 when `pixmill worker` runs "
+    "elsewhere. [env PIXMILL_QUEUE_WORKERS; default: one per core]",
+)
 @click.option("--access-log", is_flag=True, help="Log every request to stderr.")
 @click.option(
     "--log-level",
@@ -1143,23 +1361,38 @@ def _provenance_line(entry: Mapping[str, Any]) -> str:
     show_default=True,
     help="Server log level (stderr).",
 )
+@plugins_dir_option
 def serve(
     host: str | None,
     port: int | None,
     workers: int | None,
     threads: int | None,
     data_dir: Path | None,
+    queue_workers: int | None,
     access_log: bool,
     log_level: str,
 ) -> None:
-    """Serve the REST API with a production WSGI server (gunicorn, threaded workers).
+    """Serve the REST API with a production WSGI server (gunicorn, threaded workers), plus
+    the queue workers and, without REDIS_URL, a private Redis (see docs/deployment.md).
 
     Ctrl-C or SIGTERM stops it gracefully: requests in flight are finished first.
     """
-    config = load_config(host=host, port=port, workers=workers, threads=threads, data_dir=data_dir)
+    config = load_config(
+        host=host,
+        port=port,
+        workers=workers,
+        threads=threads,
+        data_dir=data_dir,
+        queue_workers=queue_workers,
+    )
     # Imported here so that every other command starts without Flask and gunicorn.
     from pixmill.server.serve import run_server
+    from pixmill.server.supervisor import check_config
 
+    try:
+        check_config(config)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     run_server(config, access_log=access_log, log_level=log_level)
 
 
@@ -1181,7 +1414,15 @@ def serve(
     type=click.Path(file_okay=False, path_type=Path),
     help="Where blobs (uploads, results) live; must be the server's. [env PIXMILL_DATA_DIR]",
 )
-def worker(queues: tuple[str, ...], burst: bool, data_dir: Path | None) -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+    help="info logs every job started and finished.",
+)
+@plugins_dir_option
+def worker(queues: tuple[str, ...], burst: bool, data_dir: Path | None, log_level: str) -> None:
     """Run queued jobs. Needs the server's Redis (REDIS_URL), database (DATABASE_URL) and
     data dir, so that it can run on another machine that shares them.
 
@@ -1199,4 +1440,531 @@ def worker(queues: tuple[str, ...], burst: bool, data_dir: Path | None) -> None:
     from pixmill.core.worker import make_worker
 
     click.echo(f"pixmill worker serving queue(s) {', '.join(queues)}", err=True)
-    make_worker(config.redis_url, queues, burst=burst).work()
+    make_worker(config.redis_url, queues, burst=burst).work(logging_level=log_level.upper())
+
+
+# --- jobs ------------------------------------------------------------------------------------
+#
+# The jobs commands read and change the server's job records directly: its database
+# (DATABASE_URL, or pixmill.db in the data dir), its blob store (the data dir) and its Redis
+# (REDIS_URL), through the same `JobStore`, `Dispatcher.cancel` and REST helpers as the
+# `/api/v1/jobs` routes, so a job reads and behaves the same here as over HTTP. Those modules
+# pull in SQLAlchemy, RQ and Flask: they are imported inside the commands, as `serve` does.
+
+# The REST listing's query parameters and the options that give them here: the listing's own
+# parsers check the options, and the messages name what the user typed.
+_LISTING_OPTIONS = {
+    "status": "--status",
+    "kind": "--kind",
+    "tool": "--tool",
+    "from": "--since",
+    "to": "--until",
+    "limit": "--limit",
+    "page": "--page",
+}
+
+
+def _job_id_argument(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A malformed id is a typo in the command (exit 2), not a job that does not exist."""
+    from pixmill.core.blobs import is_valid_job_id
+
+    if not is_valid_job_id(value):
+        raise click.BadParameter(
+            f"{value!r} is not a job id: ids are 32 lowercase hex characters, as "
+            "`pixmill jobs list` shows them",
+            ctx=ctx,
+            param=param,
+        )
+    return value
+
+
+_job_id = click.argument("job_id", metavar="ID", callback=_job_id_argument)
+_data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The server's data dir: its results, and its SQLite database unless DATABASE_URL "
+    "is set. [env PIXMILL_DATA_DIR]",
+)
+
+
+@contextlib.contextmanager
+def job_records(data_dir: Path | None) -> Iterator[AppState]:
+    """The server's job records as an `AppState`, the object the REST helpers take.
+
+    Opening the database brings its schema to the newest revision, as the server and the
+    worker do when they start (idempotent, and safe next to a running server). Without
+    REDIS_URL the dispatcher has no queue and cancelling is the row's change alone, which is
+    enough: a row cancelled while queued is never claimed. Database failures become one
+    `error:` line and exit 1, never a traceback.
+    """
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from pixmill.core.blobs import LocalBlobStore
+    from pixmill.core.db import Database
+    from pixmill.core.dispatch import Dispatcher, connect
+    from pixmill.core.dispatch import log as dispatch_log
+    from pixmill.core.jobstore import JobStore
+    from pixmill.server.state import AppState
+
+    config = load_config(data_dir=data_dir)
+    where = _printable_database_url(config.sqlalchemy_url)
+    try:
+        database = Database.from_config(config)
+    except (SQLAlchemyError, CommandError, OSError) as exc:
+        raise _database_error(f"cannot open the job database {where}", exc) from None
+    connection = connect(config.redis_url) if config.redis_url else None
+    try:
+        jobstore = JobStore(database.sessions)
+        blobs = LocalBlobStore(config.blobs_dir)
+        dispatcher = Dispatcher(
+            jobstore, blobs, None, config=config, connection=connection, local_runner=_no_runs
+        )
+        # The dispatcher logs Redis trouble and goes on (the row is the truth): say so here.
+        with _log_records_as_warnings(dispatch_log):
+            yield AppState(
+                config=config,
+                registry=Registry(),  # no plugins: these commands touch records only
+                blobs=blobs,
+                db=database,
+                jobs=jobstore,
+                dispatcher=dispatcher,
+                redis=connection,
+            )
+    except SQLAlchemyError as exc:
+        raise _database_error(f"the job database {where} failed", exc) from None
+    finally:
+        if connection is not None:
+            connection.close()
+        database.dispose()
+
+
+@contextlib.contextmanager
+def _log_records_as_warnings(logger: logging.Logger) -> Iterator[None]:
+    """`logger`'s warnings and errors as `warning:` lines on stderr, like the CLI's own."""
+    handler = _WarningLines(logging.WARNING)
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+class _WarningLines(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        warn(f"warning: {record.getMessage()}")
+
+
+def _no_runs(job_id: str) -> None:
+    # A Dispatcher without Redis wants a local runner; the jobs commands never enqueue.
+    raise RuntimeError(f"pixmill jobs does not run jobs (asked to run {job_id})")
+
+
+def _printable_database_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # unparsable: opening it reports why; never echo a password
+        return "named by DATABASE_URL"
+
+
+def _database_error(what: str, exc: BaseException) -> PixmillError:
+    # The driver's own first line says what is wrong (refused, unknown database, ...); the
+    # rest of SQLAlchemy's text is the statement and a link, noise on a command line.
+    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return PixmillError(
+        f"{what}: {lines[0] if lines else type(exc).__name__}",
+        code="DATABASE_UNAVAILABLE",
+        status=503,
+    )
+
+
+def parse_job_filters(
+    status: Sequence[str],
+    kind: Sequence[str],
+    tool: str | None,
+    since: str | None,
+    until: str | None,
+    limit: str | None,
+    page: str | None,
+) -> ListingQuery:
+    """The options of `jobs list` checked by the REST listing's parsers (the same values,
+    bounds and messages as GET /api/v1/jobs); every bad one is named in one usage error."""
+    from pixmill.server.jobs import QueryErrors, parse_listing
+
+    given = {
+        "status": ",".join(status) if status else None,
+        "kind": ",".join(kind) if kind else None,
+        "tool": tool,
+        "from": since,
+        "to": until,
+        "limit": limit,
+        "page": page,
+    }
+    args = {name: value for name, value in given.items() if value is not None}
+    errors = QueryErrors()
+    query = parse_listing(args, errors)
+    problems = [
+        f"{option} {args[name]!r}: {errors.fields[name][0]}"
+        for name, option in _LISTING_OPTIONS.items()
+        if name in errors.fields
+    ]
+    # Checked here rather than by the REST `check_range`, whose message names `from`/`to`.
+    if query.created_from and query.created_to and query.created_from > query.created_to:
+        problems.append("--since must not be after --until")
+    if problems:
+        raise click.UsageError("; ".join(problems))
+    return query
+
+
+@main.group(short_help="Create and check plugins (for plugin authors).")
+def plugin() -> None:
+    """Tools for writing plugins: `new` creates a package, `check` runs the conformance check."""
+
+
+@plugin.command("new", short_help="Create a plugin package with an example tool and tests.")
+@click.argument("name")
+@click.option(
+    "--directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to create it (default: ./NAME). Must not exist or be empty.",
+)
+def plugin_new(name: str, directory: Path | None) -> None:
+    """Create NAME (a distribution name such as pixmill-sepia): setup.cfg with the `pixmill`
+    entry point, one example tool with a settings schema, a README, and tests on pixmill's
+    harness. `pip install -e NAME` then `pytest NAME` pass with no edits."""
+    from pixmill.scaffold import ScaffoldError, create_plugin
+
+    try:
+        names, written = create_plugin(name, directory)
+    except ScaffoldError as exc:
+        raise click.BadParameter(exc.message, param_hint="NAME") from None
+    except PixmillError as exc:  # the directory is not empty: nothing was written
+        raise click.UsageError(exc.message) from None
+    root = (directory if directory is not None else Path(name)).resolve()
+    click.echo(f"created {names.dist_name} in {root} (tool {names.tool_id!r}):")
+    for path in written:
+        click.echo(f"  {path.relative_to(root)}")
+    click.echo("next:")
+    click.echo(f"  pip install -e '{root}[test]'")
+    click.echo(f"  pytest {root}")
+    click.echo(f"  pixmill tools show {names.tool_id}")
+
+
+@plugin.command("check", short_help="Run the conformance check on a plugin.")
+@click.argument("target", metavar="PATH_OR_NAME")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="List only the failed checks.")
+def plugin_check(target: str, as_json: bool, quiet: bool) -> None:
+    """Check a plugin the way pixmill relies on it: ids, settings schemas, bad settings
+    refused, every sample image kind handled, deterministic output, progress for heavy work.
+
+    PATH_OR_NAME is an installed plugin (entry-point or distribution name) or the path of a
+    module, package or project directory. Exit 0 when every check passes, 1 when one fails,
+    2 when the plugin cannot be found."""
+    from pixmill.testing.conformance import check_plugin
+    from pixmill.testing.harness import PluginNotFoundError, entry_point_names
+
+    path = Path(target)
+    looks_like_path = path.exists() or os.sep in target or target.endswith(".py")
+    try:
+        if not looks_like_path:
+            entry_point_names(target)  # a clear usage error for an unknown name
+    except PluginNotFoundError as exc:
+        raise click.BadParameter(exc.message, param_hint="PATH_OR_NAME") from None
+    if looks_like_path and not path.exists():
+        raise click.BadParameter(f"{path} does not exist", param_hint="PATH_OR_NAME")
+    report = check_plugin(path if looks_like_path else target)
+    if as_json:
+        click.echo(dump_json(report.to_dict()))
+    else:
+        click.echo(report.text(verbose=not quiet))
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+@main.group(short_help="List, show, cancel and delete jobs.")
+def jobs() -> None:
+    """The server's jobs: queued work and the record of every tool call.
+
+    Reads the database, data dir and Redis of `pixmill serve` (DATABASE_URL,
+    PIXMILL_DATA_DIR or --data-dir, REDIS_URL). Times are UTC.
+    """
+
+
+@jobs.command("list", short_help="List jobs, newest first (filters, pages, --json).")
+@click.option(
+    "--status",
+    multiple=True,
+    metavar="STATUS[,...]",
+    help="queued, processing, completed, failed, cancelled (repeatable or comma-separated).",
+)
+@click.option(
+    "--kind",
+    multiple=True,
+    metavar="KIND[,...]",
+    help="tool, extract, batch, pipeline, fetch (repeatable or comma-separated).",
+)
+@click.option("--tool", metavar="TOOL", help="Only the jobs of this tool or extractor id.")
+@click.option(
+    "--since",
+    metavar="WHEN",
+    help="Created at or after this ISO 8601 date or date-time (UTC unless it has an offset).",
+)
+@click.option(
+    "--until", metavar="WHEN", help="Created at or before this; a bare date includes its day."
+)
+@click.option("--limit", metavar="N", help="Jobs per page: 1 to 100, default 20.")
+@click.option("--page", metavar="N", help="Which page, from 1 (newest jobs first).")
+@click.option("--json", "as_json", is_flag=True, help="Print the REST listing's JSON.")
+@_data_dir_option
+def jobs_list(
+    status: tuple[str, ...],
+    kind: tuple[str, ...],
+    tool: str | None,
+    since: str | None,
+    until: str | None,
+    limit: str | None,
+    page: str | None,
+    as_json: bool,
+    data_dir: Path | None,
+) -> None:
+    """List jobs, newest first, a page at a time: a table, or --json for scripts.
+
+    The filters are those of GET /api/v1/jobs, and combine: --status failed --tool resize
+    --since 2024-01-25.
+    """
+    from pixmill.core.jobstore import to_dict
+    from pixmill.server.jobs import list_jobs_page, pagination
+
+    query = parse_job_filters(status, kind, tool, since, until, limit, page)
+    with job_records(data_dir) as state:
+        listing = list_jobs_page(state.jobs, query)
+    if as_json:
+        jobs_json = [to_dict(job) for job in listing.items]
+        click.echo(dump_json({"jobs": jobs_json, "pagination": pagination(listing)}))
+        return
+    if listing.items:
+        header = ("ID", "STATUS", "KIND", "TOOL", "PROGRESS", "CREATED (UTC)", "DURATION")
+        for line in render_table(header, [_job_row(job) for job in listing.items]):
+            click.echo(line)
+    filtered = any((status, kind, tool, since, until))
+    click.echo(_listing_summary(listing, filtered=filtered), err=True)
+
+
+def _job_row(job: Job) -> tuple[str, ...]:
+    status = str(job.status)
+    if job.cancel_requested and not job.is_final:
+        status += " (cancelling)"
+    return (
+        job.id,
+        status,
+        str(job.kind),
+        job.tool_id or "-",
+        _progress_text(job),
+        _utc_text(job.created_at),
+        _duration_text(job),
+    )
+
+
+def _listing_summary(listing: JobPage, *, filtered: bool) -> str:
+    """The line under the table (on stderr, so stdout stays the table)."""
+    matching = " matching the filters" if filtered else ""
+    if listing.total == 0:
+        return f"no jobs{matching}"
+    pages = -(-listing.total // listing.limit)
+    noun = "job" if listing.total == 1 else "jobs"
+    if not listing.items:
+        return f"page {listing.page} is past the last page ({pages}) of {listing.total} {noun}"
+    text = f"page {listing.page} of {pages}, {listing.total} {noun}{matching}"
+    return text + (f"; --page {listing.page + 1} for more" if listing.has_more else "")
+
+
+def _progress_text(job: Job) -> str:
+    percent = f"{round(job.progress * 100)}%"
+    if job.progress_total is not None and job.progress_current is not None:
+        return f"{job.progress_current}/{job.progress_total} ({percent})"
+    return percent
+
+
+def _utc_text(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration_text(job: Job) -> str:
+    if job.started_at is None or job.finished_at is None:
+        return "-"
+    seconds = (job.finished_at - job.started_at).total_seconds()
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+@jobs.command("show", short_help="One job: progress, timings, files, result, error.")
+@_job_id
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the job as GET /api/v1/jobs/ID does, its output files with their paths.",
+)
+@_data_dir_option
+def jobs_show(job_id: str, as_json: bool, data_dir: Path | None) -> None:
+    """Show one job: status, progress, timings, inputs, outputs (their files on disk and
+    download paths) or the extracted JSON, and the error of a failed job."""
+    from pixmill.core.jobstore import to_dict
+
+    with job_records(data_dir) as state:
+        job = state.jobs.get(job_id)
+        files = output_files(state.blobs, job)
+    if as_json:
+        shown = to_dict(job)
+        shown["results"]["files"] = files
+        click.echo(dump_json(shown))
+        return
+    for line in job_lines(job, files):
+        click.echo(line)
+
+
+def output_files(blobs: BlobStore, job: Job) -> list[dict[str, Any]]:
+    """The job's output files, each with where it lies on disk and the server's download
+    path; `available` is false (and both null) once the file is gone (expired, deleted, or
+    an inline result sent back in the response and never kept)."""
+    from pixmill.core.blobs import BlobKey, LocalBlobStore
+    from pixmill.core.dispatch import download_url
+    from pixmill.core.errors import NotFoundError
+
+    files = []
+    for ref in job.outputs:
+        path: Path | None = None
+        try:
+            key = BlobKey.parse(ref["key"])
+            if isinstance(blobs, LocalBlobStore):
+                path = blobs.path(key)
+            available = path is not None or blobs.exists(key)
+        except NotFoundError:  # no longer stored, or a key that is not a blob's
+            available = False
+        files.append(
+            {
+                "filename": ref["filename"],
+                "size": ref["size"],
+                "format": ref.get("format"),
+                "available": available,
+                "path": str(path) if path is not None else None,
+                "downloadUrl": download_url(job.id, ref["filename"]) if available else None,
+            }
+        )
+    return files
+
+
+def job_lines(job: Job, files: Sequence[Mapping[str, Any]]) -> list[str]:
+    """`jobs show` as text: one `label  value` line per fact, then the files and result."""
+    from pixmill.core.models import JobStatus
+
+    facts: list[tuple[str, str]] = [("job", job.id)]
+    facts.append(("kind", str(job.kind) + (f" ({job.tool_id})" if job.tool_id else "")))
+    status = str(job.status)
+    if job.cancel_requested and not job.is_final:
+        status += ", cancel requested"
+    facts.append(("status", status))
+    facts.append(("progress", _progress_text(job)))
+    if job.message:
+        facts.append(("message", job.message))
+    for label, related in (("pipeline", job.pipeline_id), ("parent", job.parent_id)):
+        if related:
+            facts.append((label, related))
+    facts.append(("attempt", f"{job.attempt} of {job.max_attempts}, queue {job.queue}"))
+    facts.append(("created", _utc_text(job.created_at) + " UTC"))
+    if job.started_at is not None:
+        facts.append(("started", _utc_text(job.started_at) + " UTC"))
+    if job.finished_at is not None:
+        facts.append(("finished", _utc_text(job.finished_at) + " UTC"))
+        facts.append(("duration", _duration_text(job)))
+    if job.settings:
+        facts.append(("settings", json.dumps(job.settings, ensure_ascii=False)))
+    if job.error_code is not None:
+        facts.append(("error", f"{job.error_code}: {job.error_message}"))
+    width = max(len(label) for label, _ in facts)
+    lines = [f"{label.ljust(width)}  {value}" for label, value in facts]
+
+    lines += ["", f"inputs: {_count(len(job.inputs), 'file')}, {human_size(job.input_size)}"]
+    input_rows = [
+        (str(ref["filename"]), human_size(int(ref["size"])), str(ref.get("format") or "-"))
+        for ref in job.inputs
+    ]
+    lines += _indented_rows(input_rows)
+
+    if files:
+        lines += ["", f"outputs: {_count(len(files), 'file')}, {human_size(job.output_size)}"]
+        output_rows = [
+            (
+                str(file["filename"]),
+                human_size(int(file["size"])),
+                str(file["format"] or "-"),
+                str(file["path"] or file["downloadUrl"] or "no longer stored"),
+            )
+            for file in files
+        ]
+        lines += _indented_rows(output_rows)
+        if any(file["available"] for file in files):
+            lines.append(f"  the server serves them at {_download_pattern(job.id)}")
+    elif job.status is JobStatus.COMPLETED and job.result is None:
+        lines += ["", "outputs: none"]
+    if job.result is not None:
+        lines += ["", "result:"]
+        lines += ["  " + line for line in dump_json(job.result).splitlines()]
+    return lines
+
+
+def _indented_rows(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Aligned columns under a heading line, without a header row of their own."""
+    if not rows:
+        return []
+    return ["  " + line for line in render_table([""] * len(rows[0]), rows)[1:]]
+
+
+def _download_pattern(job_id: str) -> str:
+    from pixmill.core.dispatch import download_url
+
+    return download_url(job_id, "<filename>")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+@jobs.command("cancel", short_help="Cancel a queued job, or ask a running one to stop.")
+@_job_id
+@_data_dir_option
+def jobs_cancel(job_id: str, data_dir: Path | None) -> None:
+    """Cancel a job. A queued job is cancelled at once and taken off its queue; a running one
+    is asked to stop and does at its next cancellation check. A finished or unknown job is
+    an error (exit 1)."""
+    from pixmill.core.models import JobStatus
+
+    with job_records(data_dir) as state:
+        job = state.dispatcher.cancel(job_id)
+    if job.status is JobStatus.CANCELLED:
+        click.echo(f"job {job.id} cancelled")
+    else:
+        click.echo(
+            f"job {job.id}: cancel requested; it stops at its next cancellation check "
+            f"(`pixmill jobs show {job.id}` tells when)"
+        )
+
+
+@jobs.command("delete", short_help="Delete a finished job's record and files.")
+@_job_id
+@_data_dir_option
+def jobs_delete(job_id: str, data_dir: Path | None) -> None:
+    """Delete a job's record and its files (and those of its child jobs). A queued job is
+    cancelled first; a running one is asked to stop and refused (exit 1): delete it again
+    once it has stopped."""
+    from pixmill.server.jobs import delete_job_and_blobs
+
+    with job_records(data_dir) as state:
+        delete_job_and_blobs(state, job_id)
+    click.echo(f"job {job_id} deleted")

@@ -6,6 +6,7 @@ tests/test_docs.py fails when docs/tools.md is out of date.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,21 @@ def _allowed(prop: dict[str, Any]) -> str:
     return ""
 
 
+def _json_text(value: Any) -> str:
+    """A setting's value as JSON text (what `--set` and the REST API take); strings bare."""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
 def _default(prop: dict[str, Any]) -> str:
     value = prop.get("default")
-    return "none" if value is None else f"`{value}`"
+    return "none" if value is None else f"`{_json_text(value)}`"
+
+
+def _set_option(name: str, value: Any) -> str:
+    option = f"--set {name}={_json_text(value)}"
+    if isinstance(value, dict | list) or " " in option[6:]:
+        option = f"--set '{name}={_json_text(value)}'"
+    return option
 
 
 def render(registry: Registry) -> str:
@@ -80,7 +93,7 @@ def render(registry: Registry) -> str:
                 lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
             lines.append("")
         if entry["example"]:
-            pairs = " ".join(f"--set {k}={v}" for k, v in entry["example"].items())
+            pairs = " ".join(_set_option(k, v) for k, v in entry["example"].items())
             command = "fetch" if entry["kind"] == "source" else "run"
             target = "" if command == "fetch" else " photo.jpg"
             lines += [f"Example: `pixmill {command} {entry['id']}{target} {pairs}`", ""]

@@ -140,8 +140,8 @@ class BrokenPlugin:
 
 @pytest.fixture
 def with_broken_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
-    def load(load_plugins: Any = None) -> Registry:
-        return load_registry(load_plugins, extra_plugins=[BrokenPlugin()])
+    def load(load_plugins: Any = None, **options: Any) -> Registry:
+        return load_registry(load_plugins, extra_plugins=[BrokenPlugin()], **options)
 
     monkeypatch.setattr(cli, "load_registry", load)
 
@@ -152,9 +152,9 @@ def test_plugins_lists_builtins_and_marks_a_broken_plugin(
     result = invoke("plugins")
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line for line in result.stdout.splitlines() if line.strip()}
-    assert rows["essentials"].split()[1:4] == ["pixmill", __version__, "ok"]
+    assert rows["essentials"].split()[1:5] == ["pixmill", __version__, "-", "ok"]
     assert "resize" in rows["essentials"]
-    assert rows["broken_plugin"].split()[3] == "ERROR"
+    assert rows["broken_plugin"].split()[4] == "ERROR"
     assert "ERROR broken_plugin: pixmill_tools() raised RuntimeError: cannot find libfoo.so" in (
         result.stdout
     )
@@ -272,7 +272,7 @@ def test_parse_settings_json_values_and_strings() -> None:
         "sizes": [16, 32],
         "label": "[draft]",  # a string field keeps brackets as text
         "options": {"a": 1},
-        "maxCount": "3",  # typed later by the schema, as form fields are
+        "maxCount": 3,  # integers are typed here: the schema takes them strictly
         "label2": "{x",  # unknown keys go through to be refused by validation
     }
 
@@ -413,7 +413,9 @@ def test_a_dying_worker_process_fails_files_not_the_command(
     work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        cli, "load_registry", lambda load_plugins=None: load_registry(extra_plugins=[CrashPlugin()])
+        cli,
+        "load_registry",
+        lambda load_plugins=None, **_: load_registry(extra_plugins=[CrashPlugin()]),
     )
     for name in ("a.png", "die.png", "z.png"):
         Image.new("RGB", (8, 8), (1, 2, 3)).save(work / name)
@@ -455,7 +457,9 @@ class StampPlugin:
 
 def test_extra_named_file_input(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        cli, "load_registry", lambda load_plugins=None: load_registry(extra_plugins=[StampPlugin()])
+        cli,
+        "load_registry",
+        lambda load_plugins=None, **_: load_registry(extra_plugins=[StampPlugin()]),
     )
     Image.new("RGB", (50, 40), (255, 255, 255)).save(work / "base.png")
     Image.new("RGB", (10, 10), (0, 0, 255)).save(work / "mark.png")
@@ -745,3 +749,19 @@ def test_run_server_warns_on_a_non_loopback_host(
     assert (tmp_path / "d").is_dir()
     serve_module.run_server(Config(host="127.0.0.1", data_dir=tmp_path / "d"))
     assert capsys.readouterr().err == ""
+
+
+def test_a_tool_that_takes_no_file_runs_from_settings_alone(work: Path) -> None:
+    result = invoke("run", "qr-generate", "--set", "data=pixmill", "--set", "size=84")
+    assert result.exit_code == 0, result.output
+    made = Image.open(work / "qr-generate.png")
+    assert made.size == (84, 84)
+
+    result = invoke("run", "qr-generate", "--set", "size=42", "-o", "codes/")
+    assert result.exit_code == 0, result.output
+    assert Image.open(work / "codes" / "qr-generate.png").size == (42, 42)
+
+    (work / "photo.jpg").write_bytes(images.encode(images.photo(16, 12), "JPEG"))
+    refused = invoke("run", "qr-generate", "photo.jpg")
+    assert refused.exit_code == 2 and "takes no input files" in refused.output
+    assert invoke("run", "resize", "--set", "width=8").exit_code == 2  # needs its input

@@ -154,14 +154,6 @@ def _measure(ctx: Context, image: InputFile, settings: dict[str, Any]) -> dict[s
     return {"width": header.width, "height": header.height, "format": image.format.name}
 
 
-@dataclass(frozen=True)
-class LimitedTool(Tool):
-    """A tool declaring its own time limit and attempts (read with getattr by dispatch)."""
-
-    timeout: float = 1.0
-    max_attempts: int = 2
-
-
 def _tool(tool_id: str, run: Any, **extra: Any) -> Tool:
     return Tool(id=tool_id, name=tool_id, description=tool_id, settings=Settings, run=run, **extra)
 
@@ -173,7 +165,7 @@ TOOLS: list[Tool] = [
     _tool("refuse", _refuse),
     _tool("flaky", _flaky),
     _tool("warm", _warm),
-    LimitedTool(id="hang", name="hang", description="hang", settings=Settings, run=_hang),
+    _tool("hang", _hang, timeout=1.0, max_attempts=2),
 ]
 MEASURE = Extractor(
     id="measure", name="measure", description="measure", settings=Settings, extract=_measure
@@ -340,7 +332,8 @@ def events(pubsub: Any, timeout: float = 5.0) -> list[dict[str, Any]]:
         message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
         if message is None:
             continue
-        received.append(json.loads(message["data"]))
+        # Published as flask-sse messages: `{"data": <event>, "id": ...}`.
+        received.append(json.loads(message["data"])["data"])
         if received[-1]["status"] in FINAL:
             break
     pubsub.close()
@@ -736,6 +729,18 @@ def test_queued_rows_lost_by_redis_are_enqueued_again(env: Env, conn: redis.Redi
     work(conn)
     assert all(env.jobstore.get(job.id).status is JobStatus.COMPLETED for job in jobs)
     assert len(env.runs("echo")) == 3
+
+
+def test_the_reconciler_sees_a_backlog_larger_than_one_page(
+    env: Env, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dispatch, "RECONCILE_BATCH", 2)  # 5 rows: three pages
+    jobs = [env.submit("echo", png((n, 1, 0))) for n in range(5)]
+    conn.flushdb()
+    report = Reconciler(env.jobstore, conn).run_once(later(defaults.RECONCILE_GRACE_S + 1))
+    assert sorted(report.reenqueued) == sorted(job.id for job in jobs)
+    work(conn)
+    assert all(env.jobstore.get(job.id).status is JobStatus.COMPLETED for job in jobs)
 
 
 def test_a_submit_while_redis_is_down_is_queued_by_the_reconciler(

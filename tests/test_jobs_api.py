@@ -302,6 +302,25 @@ def test_filters_by_status_kind_and_tool(app: Flask, client: FlaskClient) -> Non
     assert job_ids(client, "?tool=no-such-tool") == []
 
 
+def test_members_of_a_batch_are_listed_under_their_parent_only(
+    app: Flask, client: FlaskClient
+) -> None:
+    store = state_of(app).jobs
+    batch = store.create(JobKind.BATCH, tool_id="resize").id
+    members = {store.create(JobKind.TOOL, tool_id="resize", parent_id=batch).id for _ in range(2)}
+    alone = store.create(JobKind.TOOL, tool_id="resize").id
+    assert set(job_ids(client)) == {batch, alone}
+    assert set(job_ids(client, f"?parent={batch}")) == members
+    assert set(job_ids(client, f"?parent={batch}&status=queued")) == members
+    assert job_ids(client, f"?parent={alone}") == []
+    for member in members:
+        store.cancel(member)
+    store.cancel(batch)
+    assert job_ids(client, "?status=cancelled", resource="history") == [batch]
+    body = assert_error(client.get("/api/v1/jobs?parent=nope"), 400, "VALIDATION_ERROR")
+    assert "parent" in body["details"]["fields"]
+
+
 def test_date_range(app: Flask, client: FlaskClient) -> None:
     def at(text_: str) -> str:
         when = datetime.fromisoformat(text_)
@@ -670,7 +689,7 @@ def test_every_jobs_route_is_documented(app: Flask, spec: dict[str, Any]) -> Non
     assert served == documented
     listing = spec["paths"]["/api/v1/jobs"]["get"]
     names = {parameter["name"] for parameter in listing["parameters"]}
-    assert names == {"page", "limit", "status", "kind", "tool", "from", "to"}
+    assert names == {"page", "limit", "status", "kind", "tool", "from", "to", "parent"}
 
 
 # ----- starting up --------------------------------------------------------------------------

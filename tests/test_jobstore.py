@@ -444,6 +444,22 @@ def test_unfinished_jobs_older_than_a_cut_off(store: JobStore, clock: Clock) -> 
     assert [job.id for job in store.unfinished(cut_off, limit=1)] == [old_running.id]
 
 
+def test_unfinished_pages_through_every_row_with_a_cursor(store: JobStore, clock: Clock) -> None:
+    same_instant = [store.create("tool") for _ in range(5)]  # ties broken by id
+    clock.advance(1)
+    later = [store.create("tool") for _ in range(2)]
+    cut_off = clock.advance(10)
+    seen: list[str] = []
+    after = None
+    for _ in range(10):  # bounded: 7 rows, pages of 3
+        page = store.unfinished(cut_off, limit=3, after=after)
+        seen += [job.id for job in page]
+        if len(page) < 3:
+            break
+        after = (page[-1].updated_at, page[-1].id)
+    assert seen == sorted(job.id for job in same_instant) + sorted(job.id for job in later)
+
+
 # ----- cancel ------------------------------------------------------------------------------
 
 

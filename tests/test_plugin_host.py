@@ -318,6 +318,39 @@ def test_a_tool_whose_run_is_not_callable_is_refused() -> None:
     assert "no-run" not in registry.tools
 
 
+@pytest.mark.parametrize(
+    ("policy", "reason"),
+    [
+        ({"queue": "AI"}, "queue 'AI'"),
+        ({"queue": ""}, "queue ''"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": -1.5}, "timeout"),
+        ({"timeout": True}, "timeout"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": 2.5}, "max_attempts"),
+    ],
+)
+def test_a_bad_run_policy_is_refused_with_its_reason(policy: dict[str, Any], reason: str) -> None:
+    def run(ctx: Any, inputs: Any, settings: Any) -> Any:
+        raise AssertionError("never runs")
+
+    class BadPolicy:
+        @hookimpl
+        def pixmill_tools(self) -> list[Tool]:
+            fields_ = {"name": "n", "description": "d", "settings": _HelperSettings, "run": run}
+            return [
+                Tool(id="bad-policy", **fields_, **policy),
+                Tool(
+                    id="good-policy", **fields_, heavy=True, queue="ai", timeout=5, max_attempts=1
+                ),
+            ]
+
+    registry = load_registry(extra_plugins=[BadPolicy()], entry_points=False)
+    assert "bad-policy" not in registry.tools and "good-policy" in registry.tools
+    [report] = registry.plugins
+    assert len(report.errors) == 1 and reason in report.errors[0], report.errors
+
+
 # --- real installed distributions and entry points ---------------------------------------------
 
 
@@ -341,7 +374,11 @@ def test_builtins_are_loaded_first_whatever_the_names(install: Any) -> None:
     builtins = [i for i, package in enumerate(packages) if package == BUILTIN_PACKAGE]
     others = [i for i, package in enumerate(packages) if package != BUILTIN_PACKAGE]
     assert builtins and others and max(builtins) < min(others)
-    assert [registry.plugins[i].name for i in others] == ["aaa", "good"]
+    # Only the two installed here: the venv may hold real third-party plugins too (CI installs
+    # examples/pixmill-example).
+    ours = {"aaa-first-package", "pixmill-test-good"}
+    installed_here = [registry.plugins[i].name for i in others if packages[i] in ours]
+    assert installed_here == ["aaa", "good"]
     report = info(registry, "aaa")
     assert "tool 'resize' skipped" in report.errors[0]
     assert "plugin 'aaa' (package aaa-first-package)" in report.errors[0]
@@ -444,3 +481,30 @@ def test_installed_plugins_show_up_in_the_real_catalogue(install: Any) -> None:
     assert ids == sorted(ids) and "test-mean-color" in ids and "resize" in ids
     outcome = execute(entry, {"file": [(images.jpeg(32, 24), "x.jpg")]}, {}, limits=LIMITS)
     assert outcome.format is not None and outcome.format.name == "jpg"
+
+
+def test_an_installed_plugin_for_another_api_is_refused_before_any_hook_runs(
+    install: Any, tmp_path: Path
+) -> None:
+    # Written next to the installed distribution: a package whose import succeeds but whose
+    # declared plugin API this pixmill does not provide.
+    (tmp_path / "site-packages" / "pixmill_test_future_api.py").write_text(
+        "from pixmill import Settings, Tool, hookimpl\n"
+        "PIXMILL_PLUGIN_API = 2\n"
+        "@hookimpl\n"
+        "def pixmill_tools():\n"
+        "    raise AssertionError('the hook of an incompatible plugin was called')\n"
+    )
+    install("pixmill-test-future", {"future": "pixmill_test_future_api"}, version="3.0")
+    install("pixmill-test-good", {"good": "pixmill_test_good"})
+    registry = load_registry()
+    report = info(registry, "future")
+    assert not report.loaded and report.api_version == 2 and report.hooks == []
+    assert report.errors == [
+        "targets plugin API 2, this pixmill provides 1: upgrade pixmill (pip install -U "
+        "pixmill) or install a release of pixmill-test-future for API 1; none of its tools, "
+        "extractors or sources were loaded"
+    ]
+    assert report.to_dict()["pluginApi"] == 2
+    assert "test-mirror" in registry.tools
+    assert_builtins_intact(registry)

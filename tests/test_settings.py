@@ -148,7 +148,14 @@ def test_wrong_types_and_schema_level_errors() -> None:
     with pytest.raises(SettingsError) as caught:
         validate_settings(SampleSettings, {"fitMode": "fill", "maxWidth": 1})
     assert caught.value.details["fields"] == {"_schema": ["fill needs a width above 1"]}
-    assert validate_settings(SampleSettings, {"maxWidth": "12"})["max_width"] == 12
+    assert validate_settings(SampleSettings, {"maxWidth": 12})["max_width"] == 12
+
+
+@pytest.mark.parametrize("bad", [2.5, "12", 12.0])
+def test_integers_are_strict_never_truncated(bad: Any) -> None:
+    with pytest.raises(SettingsError) as caught:
+        validate_settings(SampleSettings, {"maxWidth": bad})
+    assert caught.value.details["fields"] == {"maxWidth": ["Not a valid integer."]}
 
 
 @pytest.mark.parametrize("raw", [[1, 2], "maxWidth=3", 7, True])
@@ -237,7 +244,7 @@ def test_normalized_settings_are_equal_for_equal_settings() -> None:
     variants = [
         {},
         {"maxWidth": 800},
-        {"maxWidth": "800", "fitMode": "cover"},
+        {"maxWidth": 800, "fitMode": "cover"},
         {"keepIccProfile": "true", "X-Explicit": "as-is"},
     ]
     normalized = [

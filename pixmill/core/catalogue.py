@@ -53,7 +53,8 @@ def describe(definition: Tool | Extractor | Source) -> dict[str, Any]:
             }
             for spec in inputs_of(definition)
         ],
-        heavy=definition.heavy if isinstance(definition, Tool) else False,
+        heavy=definition.heavy,
+        queue=definition.queue,
     )
     if isinstance(definition, Extractor) and definition.output_schema is not None:
         entry["outputSchema"] = to_json_schema(definition.output_schema)

@@ -73,8 +73,14 @@ class Tool:
     section: str = "image"
     inputs: tuple[FileInput, ...] = (FileInput(),)
     output: OutputKind = OutputKind.IMAGE
+    # How the work runs (see "Run policy" in docs/plugins/reference.md): heavy work is
+    # always queued, on `queue`; `timeout` (seconds) and `max_attempts` override the defaults;
+    # `cacheable=False` for output that is not a function of inputs and settings alone.
     heavy: bool = False
     queue: str = "default"
+    timeout: float | None = None
+    max_attempts: int | None = None
+    cacheable: bool = True
     version: str = "1"
     example: Mapping[str, Any] = field(default_factory=dict)
     kind: PluginKind = field(default=PluginKind.TOOL, init=False)
@@ -89,6 +95,12 @@ class Extractor:
     extract: Callable[[Context, InputFile, dict[str, Any]], Mapping[str, Any]]
     output_schema: type[Schema] | None = None
     section: str = "image"
+    # The run policy, as for tools (model-backed extractors such as OCR are heavy, on "ai").
+    heavy: bool = False
+    queue: str = "default"
+    timeout: float | None = None
+    max_attempts: int | None = None
+    cacheable: bool = True
     version: str = "1"
     example: Mapping[str, Any] = field(default_factory=dict)
     kind: PluginKind = field(default=PluginKind.EXTRACTOR, init=False)

@@ -20,13 +20,13 @@ The SQL job row (`JobStore`) is the truth about a job; Redis only carries the wo
   exhausted) and queued rows that Redis does not hold (restarted without persistence).
   Enqueuing a job twice is harmless by design: `JobStore.claim` lets exactly one run it.
 
-Optional attributes a tool may declare (read with `getattr`, so `Tool` needs no change to
-try them): `timeout` (seconds), `max_attempts`, `cacheable` (False for tools whose output
-is not a function of their inputs and settings, e.g. random or time-dependent).
+The run policy a tool or extractor declares (`pixmill.core.contracts`): `heavy` (always
+queued), `queue`, `timeout` (seconds), `max_attempts`, `cacheable` (False for tools whose
+output is not a function of their inputs and settings, e.g. random or time-dependent).
 
-Progress and final events go to Redis pub/sub on `event_channel(job_id)` as JSON
-(`job_event` builds the payload from a row, so an SSE endpoint can send the current state
-first and never miss a terminal event).
+Progress and final events go to Redis pub/sub on `event_channel(job_id)` in flask-sse's
+message format (`publish`; `job_event` builds the payload from a row, so the SSE endpoint,
+`pixmill.server.progress`, can send the current state first and never miss a final event).
 
 The job timings (JOB_TIMEOUT_S, JOB_LEASE_S, …) are documented in `pixmill/core/defaults.py`.
 
@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -50,10 +51,9 @@ import redis
 from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
-from pixmill.core import defaults
 from pixmill.core.blobs import BlobKey, BlobStore, safe_filename
 from pixmill.core.config import Config
-from pixmill.core.contracts import Extractor, InputFile, Tool
+from pixmill.core.contracts import Extractor, InputFile, Inputs, Tool
 from pixmill.core.defaults import (
     JOB_LEASE_S,
     JOB_RETRY_BACKOFF_MAX_S,
@@ -64,8 +64,8 @@ from pixmill.core.defaults import (
 )
 from pixmill.core.errors import BadRequestError, ConflictError, NotFoundError
 from pixmill.core.execution import UploadedFile, build_inputs, safe_stem
-from pixmill.core.jobstore import JobStore
-from pixmill.core.models import Job, JobKind, JobStatus, new_id, utcnow
+from pixmill.core.jobstore import RECONCILE_BATCH, JobStore
+from pixmill.core.models import FINAL_STATUSES, Job, JobKind, JobStatus, new_id, utcnow
 from pixmill.core.settings import normalized_settings, validate_settings
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ _CACHE_KEY_VERSION = 1
 # Upload blobs are named `<index>-<part>` so that the worker can rebuild the parts in order.
 _UPLOAD_NAME = re.compile(r"^(\d{3,})-([A-Za-z0-9][A-Za-z0-9_-]*)$")
 _PART_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,150}$")
+_FINAL_STATUS_VALUES = frozenset(status.value for status in FINAL_STATUSES)
 
 
 # ----- small shared helpers (the worker uses them too) ---------------------------------------
@@ -103,10 +104,9 @@ def download_url(job_id: str, filename: str) -> str:
 
 
 def tool_timeout(definition: Tool | Extractor | None) -> float:
-    """The run time limit of a tool: its `timeout` attribute, else `JOB_TIMEOUT_S`."""
-    value = getattr(definition, "timeout", None)
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return float(value)
+    """The run time limit of a tool: its `timeout`, else `JOB_TIMEOUT_S`."""
+    if definition is not None and definition.timeout is not None:
+        return float(definition.timeout)
     return JOB_TIMEOUT_S
 
 
@@ -125,12 +125,39 @@ def upload_part(key: BlobKey) -> str:
     return match.group(2)
 
 
+def event_id(event: Mapping[str, Any], at: datetime | None = None) -> str:
+    """The SSE `id` of a job event.
+
+    A final event's id is its status (`completed`, `failed`, `cancelled`): stable, so that
+    an EventSource reconnecting after the end (it sends it back as `Last-Event-ID`) can be
+    told to stop. Any other event's id is the time of the state in milliseconds (`at`, else
+    now), so ids grow along a stream.
+    """
+    status = event.get("status")
+    if status in _FINAL_STATUS_VALUES:
+        return str(status)
+    moment = at.timestamp() if at is not None else time.time()
+    return str(int(moment * 1000))
+
+
 def publish(connection: Any, job_id: str, event: Mapping[str, Any]) -> None:
-    """Best effort: progress is a courtesy, the row is the truth, so Redis trouble is logged."""
+    """Send a job event on `event_channel(job_id)` as flask-sse publishes its messages
+    (`json.dumps(Message(data, id=...).to_dict())`), so that any flask-sse consumer can
+    subscribe to a job too. No event type: seed 003's stream is plain `data:` lines, which
+    an EventSource delivers to `onmessage`.
+
+    Best effort: progress is a courtesy, the row is the truth, so Redis trouble is logged.
+    """
     if connection is None:
         return
+    # Imported here: flask_sse imports Flask, which the core and the CLI otherwise never load.
+    from flask_sse import Message
+
+    message = Message(dict(event), id=event_id(event))
     try:
-        connection.publish(event_channel(job_id), json.dumps(event, separators=(",", ":")))
+        connection.publish(
+            event_channel(job_id), json.dumps(message.to_dict(), separators=(",", ":"))
+        )
     except redis.RedisError as error:
         log.warning("could not publish an event of job %s: %s", job_id, error)
 
@@ -295,19 +322,32 @@ class Dispatcher:
         self,
         jobstore: JobStore,
         blobs: BlobStore,
-        redis_url: str,
+        redis_url: str | None,
         *,
         config: Config,
-        max_attempts: int = defaults.JOB_MAX_ATTEMPTS,
+        max_attempts: int | None = None,
         lease_seconds: float = JOB_LEASE_S,
         connection: redis.Redis | None = None,
+        local_runner: Callable[[str], None] | None = None,
     ) -> None:
+        """`redis_url` None (and no `connection`): there is no queue, and `local_runner`
+        (which takes a job id) runs the work in this process instead; see `has_queue`."""
         self.jobstore = jobstore
         self.blobs = blobs
         self.config = config
-        self.max_attempts = max_attempts
+        self.max_attempts = max_attempts or config.job_max_attempts
         self.lease_seconds = lease_seconds
-        self.redis = connection if connection is not None else connect(redis_url)
+        self.redis: redis.Redis | None = connection
+        if connection is None and redis_url:
+            self.redis = connect(redis_url)
+        if self.redis is None and local_runner is None:
+            raise ValueError("a Dispatcher needs a Redis URL or a local runner")
+        self.local_runner = local_runner
+
+    @property
+    def has_queue(self) -> bool:
+        """True when work goes to RQ workers; False when it runs in this process."""
+        return self.redis is not None
 
     def submit_tool_job(
         self,
@@ -320,11 +360,27 @@ class Dispatcher:
         """Validate, store the uploads, commit the row, then enqueue (or complete it at once
         from the result cache). Bad settings (400), parts (400) or formats (415) raise before
         anything is written."""
-        settings = validate_settings(definition.settings, raw_settings)
+        normalized = checked_settings(definition, raw_settings)
         inputs = build_inputs(definition, files, self.config.limits)
-        normalized = _json_clean(normalized_settings(definition.settings, settings))
+        job = self.create_tool_job(definition, inputs, normalized, owner_id=owner_id)
+        if job.status is JobStatus.QUEUED:
+            self.enqueue(job, timeout_s=tool_timeout(definition))
+        return job
 
-        job_id = new_id()
+    def create_tool_job(
+        self,
+        definition: Tool | Extractor,
+        inputs: Inputs,
+        normalized: Mapping[str, Any],
+        *,
+        owner_id: str | None = None,
+        parent_id: str | None = None,
+        job_id: str | None = None,
+    ) -> Job:
+        """Store checked inputs (`build_inputs`) and commit the row, without enqueuing it:
+        the caller decides when (a batch enqueues its members once all rows exist). A job
+        whose result is cached comes back completed from a copy of it."""
+        job_id = job_id or new_id()
         try:
             refs, digests = self._store_uploads(job_id, inputs)
             key = cache_key(definition, normalized, digests)
@@ -332,7 +388,7 @@ class Dispatcher:
             main_file = main[0] if isinstance(main, list) else main
             main_name = main_file.filename if isinstance(main_file, InputFile) else None
             cached = None
-            if getattr(definition, "cacheable", True):
+            if definition.cacheable:
                 cached = copy_cached_outputs(self.jobstore, self.blobs, key, job_id, 1, main_name)
             job = self.jobstore.create(
                 JobKind.TOOL if isinstance(definition, Tool) else JobKind.EXTRACT,
@@ -340,9 +396,10 @@ class Dispatcher:
                 owner_id=owner_id,
                 settings=normalized,
                 inputs=refs,
-                queue=getattr(definition, "queue", DEFAULT_QUEUE) or DEFAULT_QUEUE,
-                max_attempts=int(getattr(definition, "max_attempts", self.max_attempts)),
+                queue=definition.queue or DEFAULT_QUEUE,
+                max_attempts=definition.max_attempts or self.max_attempts,
                 cache_key=key,
+                parent_id=parent_id,
                 job_id=job_id,
             )
         except BaseException:
@@ -352,11 +409,52 @@ class Dispatcher:
 
         if cached is not None:
             return self._complete_from_cache(job, *cached)
+        return job
+
+    def submit_job(
+        self,
+        kind: JobKind,
+        inputs: Inputs,
+        *,
+        settings: Mapping[str, Any],
+        queue: str = DEFAULT_QUEUE,
+        timeout_s: float = JOB_TIMEOUT_S,
+        max_attempts: int | None = None,
+        pipeline_id: str | None = None,
+        parent_id: str | None = None,
+        owner_id: str | None = None,
+        progress_total: int | None = None,
+        job_id: str | None = None,
+        enqueue: bool = True,
+    ) -> Job:
+        """Queue work that has no result cache of its own (a pipeline: its steps have one).
+
+        `inputs` were checked by the caller (`build_inputs`); they are stored under the job's
+        id (a new one unless given) and the row is committed, then enqueued (unless `enqueue`
+        is False: a batch enqueues its members once all rows exist). A row that cannot be
+        written leaves no uploads behind.
+        """
+        job_id = job_id or new_id()
         try:
-            enqueue(self.redis, job, timeout_s=tool_timeout(definition))
-        except redis.RedisError as error:
-            # Committed is committed: the reconciler enqueues it once Redis is back.
-            log.warning("job %s stays queued until Redis answers: %s", job.id, error)
+            refs, _ = self._store_uploads(job_id, inputs)
+            job = self.jobstore.create(
+                kind,
+                pipeline_id=pipeline_id,
+                parent_id=parent_id,
+                owner_id=owner_id,
+                settings=settings,
+                inputs=refs,
+                queue=queue or DEFAULT_QUEUE,
+                max_attempts=max_attempts or self.max_attempts,
+                progress_total=progress_total,
+                job_id=job_id,
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.blobs.delete_job(job_id)
+            raise
+        if enqueue:
+            self.enqueue(job, timeout_s=timeout_s)
         return job
 
     def _store_uploads(
@@ -411,22 +509,63 @@ class Dispatcher:
         return done
 
     def enqueue(self, job: Job, *, timeout_s: float = JOB_TIMEOUT_S) -> None:
-        """Enqueue a row created elsewhere (batch members, pipelines) after its commit."""
-        enqueue(self.redis, job, timeout_s=timeout_s)
+        """Send a committed row to its queue (or to the local runner when there is none).
+
+        Never raises for Redis trouble: committed is committed, and the reconciler enqueues
+        the row once Redis answers again.
+        """
+        if self.redis is None:
+            assert self.local_runner is not None
+            self.local_runner(job.id)
+            return
+        try:
+            enqueue(self.redis, job, timeout_s=timeout_s)
+        except redis.RedisError as error:
+            log.warning("job %s stays queued until Redis answers: %s", job.id, error)
 
     def cancel(self, job_id: str) -> Job:
         """Queued: cancelled now and taken off Redis, so it never runs. Processing: the cancel
         flag is set and the worker stops at the plugin's next `ctx.check_cancelled()`.
-        Finished: 409 `JOB_FINISHED`; unknown: 404 `JOB_NOT_FOUND`."""
+        Finished: 409 `JOB_FINISHED`; unknown: 404 `JOB_NOT_FOUND`.
+
+        A batch takes its unfinished members with it. A member cancelled here wakes its
+        batch, which may have been waiting for this one last member (`pixmill.core.batch`).
+        """
         job = self.jobstore.cancel(job_id)
-        if job.status is JobStatus.CANCELLED:
+        if job.status is JobStatus.CANCELLED and self.redis is not None:
             try:
                 remove_from_redis(self.redis, job)
             except redis.RedisError as error:
                 # Harmless: a worker that dequeues it anyway cannot claim a cancelled row.
                 log.warning("could not take cancelled job %s off Redis: %s", job_id, error)
             publish(self.redis, job.id, job_event(job))
+        if job.kind is JobKind.BATCH:
+            for member in self.jobstore.children(job.id):
+                if not member.is_final:
+                    with contextlib.suppress(ConflictError, NotFoundError):  # ended meanwhile
+                        self.cancel(member.id)
+        elif job.status is JobStatus.CANCELLED and job.parent_id is not None:
+            self.wake_parent(job.parent_id)
         return job
+
+    def wake_parent(self, parent_id: str) -> None:
+        """Enqueue a waiting batch so that it looks at its members again; a batch with
+        members still unfinished returns at once, so a spare wake-up costs one no-op run."""
+        try:
+            parent = self.jobstore.get(parent_id)
+        except NotFoundError:
+            return
+        if parent.status is JobStatus.QUEUED:
+            self.enqueue(parent)
+
+
+def checked_settings(
+    definition: Tool | Extractor, raw_settings: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Settings validated by the definition's schema (400 VALIDATION_ERROR) and normalized
+    as a job row records them and the cache key hashes them: defaults filled in, plain JSON."""
+    settings = validate_settings(definition.settings, raw_settings)
+    return _json_clean(normalized_settings(definition.settings, settings))
 
 
 def _json_clean(value: dict[str, Any]) -> dict[str, Any]:
@@ -521,18 +660,24 @@ class Reconciler:
                     report.finished.append(after.id)
 
     def _enqueue_lost(self, now: datetime, report: ReconcileReport) -> None:
-        # One batch (the oldest RECONCILE_BATCH rows) per pass: `JobStore.unfinished` has no
-        # cursor. A backlog larger than that still drains, because rows leave the listing
-        # as workers finish them and the next pass looks further.
+        # Every unfinished row, page by page (keyset, so rows changing meanwhile are neither
+        # skipped nor seen twice). Redis's view of each queue is read once per pass: a job a
+        # worker re-enqueues meanwhile may be enqueued twice, which `claim` makes harmless.
         present: dict[str, set[str]] = {}
-        for job in self.jobstore.unfinished(now - self.grace):
-            if job.status is not JobStatus.QUEUED or not self._mine(job):
-                continue
-            if job.queue not in present:
-                present[job.queue] = self._held_by_redis(job.queue, now)
-            if job.id not in present[job.queue]:
-                self._enqueue(job)
-                report.reenqueued.append(job.id)
+        after: tuple[datetime, str] | None = None
+        while True:
+            page = self.jobstore.unfinished(now - self.grace, limit=RECONCILE_BATCH, after=after)
+            for job in page:
+                if job.status is not JobStatus.QUEUED or not self._mine(job):
+                    continue
+                if job.queue not in present:
+                    present[job.queue] = self._held_by_redis(job.queue, now)
+                if job.id not in present[job.queue]:
+                    self._enqueue(job)
+                    report.reenqueued.append(job.id)
+            if len(page) < RECONCILE_BATCH:
+                return
+            after = (page[-1].updated_at, page[-1].id)
 
     def _held_by_redis(self, queue_name: str, now: datetime) -> set[str]:
         """Ids Redis will run on this queue: waiting in the list, or scheduled for a retry

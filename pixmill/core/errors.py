@@ -93,6 +93,11 @@ class ToolFailedError(PixmillError):
     code = "TOOL_FAILED"
 
 
+# A plugin gave back something the contract does not allow (a wrong result type): a bug
+# that running it again cannot fix, so a queued job fails at once instead of being retried.
+PLUGIN_CONTRACT_VIOLATION = "PLUGIN_CONTRACT_VIOLATION"
+
+
 class CancelledError(PixmillError):
     status = 409
     code = "CANCELLED"

@@ -27,7 +27,12 @@ from pixmill.core.contracts import (
     SourcedImage,
     Tool,
 )
-from pixmill.core.errors import BadRequestError, PixmillError, ToolFailedError
+from pixmill.core.errors import (
+    PLUGIN_CONTRACT_VIOLATION,
+    BadRequestError,
+    PixmillError,
+    ToolFailedError,
+)
 from pixmill.core.imageio import (
     ImageFormat,
     ImageLimits,
@@ -35,6 +40,7 @@ from pixmill.core.imageio import (
     format_by_name,
     sniff_format,
 )
+from pixmill.core.plugin_host import traced
 from pixmill.core.settings import validate_settings
 
 log = logging.getLogger(__name__)
@@ -140,19 +146,23 @@ def execute(
     try:
         if isinstance(definition, Extractor):
             assert main_file is not None
-            data = _call(definition.id, definition.extract, ctx, main_file, settings)
+            data = _call(
+                definition.id, definition.extract, ctx, main_file, settings, action="extract"
+            )
             return Outcome(
                 OutputKind.JSON, json=_as_json(definition.id, data), input_size=input_size
             )
-        produced = _call(definition.id, definition.run, ctx, inputs, settings)
+        produced = _call(definition.id, definition.run, ctx, inputs, settings, action="run")
         return _to_outcome(definition, produced, main_file, input_size)
     finally:
         ctx.close()
 
 
-def _call(plugin_id: str, fn: Callable[..., Any], *args: Any) -> Any:
+def _call(plugin_id: str, fn: Callable[..., Any], *args: Any, action: str = "") -> Any:
+    # `PIXMILL_TRACE_PLUGINS=1` logs each plugin call with its duration (see plugin_host).
     try:
-        return fn(*args)
+        with traced(f"{action or getattr(fn, '__name__', 'call')} of {plugin_id}"):
+            return fn(*args)
     except PixmillError:
         raise
     except MemoryError as exc:
@@ -167,7 +177,10 @@ def _call(plugin_id: str, fn: Callable[..., Any], *args: Any) -> Any:
 
 def _as_json(plugin_id: str, data: Any) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
-        raise ToolFailedError(f"{plugin_id} returned {type(data).__name__}, not a JSON object")
+        raise ToolFailedError(
+            f"{plugin_id} returned {type(data).__name__}, not a JSON object",
+            code=PLUGIN_CONTRACT_VIOLATION,
+        )
     return data
 
 
@@ -188,6 +201,7 @@ def _to_outcome(tool: Tool, produced: Any, main_file: InputFile | None, input_si
                 durations=produced.durations,
                 **produced.options,
             ),
+            action="encode",
         )
     elif isinstance(produced, FileResult):
         fmt = format_by_name(produced.format)
@@ -195,7 +209,8 @@ def _to_outcome(tool: Tool, produced: Any, main_file: InputFile | None, input_si
     else:
         raise ToolFailedError(
             f"{tool.id} returned {type(produced).__name__}; image tools return an ImageResult "
-            "or a FileResult"
+            "or a FileResult",
+            code=PLUGIN_CONTRACT_VIOLATION,
         )
     return Outcome(
         OutputKind.IMAGE,
@@ -259,14 +274,17 @@ def fetch(
         config=config,
     )
     try:
-        produced = _call(source.id, lambda: list(source.fetch(ctx, settings)))
+        produced = _call(source.id, lambda: list(source.fetch(ctx, settings)), action="fetch")
     finally:
         ctx.close()
     fetched = []
     seen: set[str] = set()
     for item in produced:
         if not isinstance(item, SourcedImage):
-            raise ToolFailedError(f"{source.id} yielded {type(item).__name__}, not SourcedImage")
+            raise ToolFailedError(
+                f"{source.id} yielded {type(item).__name__}, not SourcedImage",
+                code=PLUGIN_CONTRACT_VIOLATION,
+            )
         fmt = sniff_format(item.data)
         name = f"{safe_stem(item.filename, source.id)}.{fmt.extension}"
         stem, n = name, 1

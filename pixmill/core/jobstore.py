@@ -27,13 +27,24 @@ from __future__ import annotations
 import builtins
 import math
 import re
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, CursorResult, delete, func, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    and_,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -217,6 +228,66 @@ class JobStore:
             self._event(session, job, "created", message)
         return job
 
+    def record_completed(
+        self,
+        kind: JobKind | str,
+        *,
+        parent_id: str,
+        tool_id: str | None = None,
+        owner_id: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        inputs: Sequence[Mapping[str, Any]] = (),
+        outputs: Sequence[Mapping[str, Any]] = (),
+        queue: str = "default",
+        cache_key: str | None = None,
+        started_at: datetime | None = None,
+        message: str | None = None,
+        job_id: str | None = None,
+    ) -> Job:
+        """A completed child of `parent_id` for work its parent's worker did itself (a
+        pipeline's step): one transaction, the row and its `completed` event, never queued,
+        so there is no claim or lease. 404 when the parent is gone."""
+        job_kind = _enum(JobKind, kind, "kind")
+        if job_id is not None and not _ID.match(job_id):
+            raise BadRequestError(
+                "a job id is 32 lowercase hex characters", details={"jobId": job_id}
+            )
+        input_refs = _blob_refs(inputs, "inputs")
+        output_refs = _blob_refs(outputs, "outputs")
+        now = self._now()
+        with self._write() as session:
+            if session.get(Job, parent_id) is None:
+                raise _job_not_found(parent_id)
+            job = Job(
+                id=job_id or new_id(),
+                kind=job_kind,
+                tool_id=tool_id,
+                parent_id=parent_id,
+                owner_id=owner_id,
+                status=JobStatus.COMPLETED,
+                progress=1.0,
+                message=message,
+                attempt=1,
+                max_attempts=1,
+                queue=queue,
+                cancel_requested=False,
+                settings=_json_value(dict(settings or {}), "settings"),
+                inputs=input_refs,
+                outputs=output_refs,
+                input_size=_total_size(input_refs),
+                output_size=_total_size(output_refs),
+                cache_key=cache_key,
+                created_at=started_at or now,
+                started_at=started_at or now,
+                finished_at=now,
+                updated_at=now,
+            )
+            session.add(job)
+            session.flush()
+            summary = {"files": len(output_refs), "bytes": job.output_size}
+            self._event(session, job, "completed", message, summary)
+        return job
+
     def get(self, job_id: str) -> Job:
         """The job; 404 `JOB_NOT_FOUND` if there is none with this id."""
         with self._read() as session:
@@ -233,13 +304,16 @@ class JobStore:
         tool_id: str | None = None,
         owner_id: str | None = None,
         parent_id: str | None = None,
+        top_level: bool = False,
         created_from: datetime | None = None,
         created_to: datetime | None = None,
         page: int = 1,
         limit: int = DEFAULT_PAGE_LIMIT,
     ) -> JobPage:
         """Jobs matching every given filter, newest first; `created_from <= createdAt <=
-        created_to`. `page` counts from 1; `limit` is 1..100. Bad values give 400."""
+        created_to`. `page` counts from 1; `limit` is 1..100. Bad values give 400.
+        `top_level` leaves out the jobs that belong to another (batch members, pipeline
+        steps); `parent_id` lists only the jobs of that one."""
         if isinstance(page, bool) or not isinstance(page, int) or page < 1:
             raise _invalid("page", "must be an integer of at least 1")
         if (
@@ -265,6 +339,8 @@ class JobStore:
             conditions.append(Job.owner_id == owner_id)
         if parent_id is not None:
             conditions.append(Job.parent_id == parent_id)
+        elif top_level:
+            conditions.append(Job.parent_id.is_(None))
         if created_from is not None:
             conditions.append(Job.created_at >= created_from)
         if created_to is not None:
@@ -543,21 +619,54 @@ class JobStore:
             return builtins.list(session.scalars(query))
 
     def unfinished(
-        self, queued_before: datetime, *, limit: int = RECONCILE_BATCH
+        self,
+        queued_before: datetime,
+        *,
+        limit: int = RECONCILE_BATCH,
+        after: tuple[datetime, str] | None = None,
     ) -> builtins.list[Job]:
         """Queued or processing jobs untouched since `queued_before`, oldest first.
 
         The reconciler checks each against Redis; the cut-off leaves the enqueue that follows
-        a commit (and live heartbeats) time to happen.
+        a commit (and live heartbeats) time to happen. `after` is the `(updated_at, id)` of
+        the last row of the previous page (keyset pagination: stable while rows change).
         """
         with self._read() as session:
-            query = (
-                select(Job)
-                .where(Job.status.in_(UNFINISHED_STATUSES), Job.updated_at < queued_before)
-                .order_by(Job.updated_at, Job.id)
-                .limit(limit)
+            query = select(Job).where(
+                Job.status.in_(UNFINISHED_STATUSES), Job.updated_at < queued_before
             )
+            if after is not None:
+                at, last_id = after
+                query = query.where(
+                    or_(Job.updated_at > at, and_(Job.updated_at == at, Job.id > last_id))
+                )
+            query = query.order_by(Job.updated_at, Job.id).limit(limit)
             return builtins.list(session.scalars(query))
+
+    def children(self, parent_id: str) -> builtins.list[Job]:
+        """The jobs created for `parent_id` (a batch's members), in creation order."""
+        with self._read() as session:
+            query = select(Job).where(Job.parent_id == parent_id).order_by(Job.created_at, Job.id)
+            return builtins.list(session.scalars(query))
+
+    def wait_until_final(
+        self, job_id: str, timeout: float, *, first_poll: float = 0.01, max_poll: float = 0.25
+    ) -> Job:
+        """Poll the row until it is final or `timeout` seconds pass; the row as last read.
+
+        Polling, not pub/sub: the row is the truth, it works with and without Redis, and a
+        web request waiting on its own batch or pipeline costs one indexed read per poll.
+        The interval starts short (small jobs answer quickly) and grows to `max_poll`.
+        """
+        deadline = time.monotonic() + max(timeout, 0.0)
+        interval = first_poll
+        while True:
+            job = self.get(job_id)
+            left = deadline - time.monotonic()
+            if job.is_final or left <= 0:
+                return job
+            time.sleep(min(interval, left))
+            interval = min(interval * 2, max_poll)
 
     def find_completed_by_cache_key(self, cache_key: str) -> Job | None:
         """The newest completed job with this content hash: its outputs can be reused."""
@@ -587,6 +696,30 @@ class JobStore:
             event = self._event(session, job, type_, message, data)
             event.at = now
         return event
+
+    def record_progress(
+        self,
+        job_id: str,
+        type_: str,
+        *,
+        current: int,
+        total: int,
+        message: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> Job:
+        """Progress of a job that others do the work of (a batch waiting for its files): its
+        `current`/`total` and message, with an event, in one transaction. Unlike `heartbeat`
+        it takes a queued row and touches no lease; `updated_at` is left alone too, so the
+        reconciler still sees how long the row has waited. A finished job is left as it is."""
+        with self._write() as session:
+            job = self._locked(session, job_id)
+            if job.is_final:
+                return job
+            _apply_progress(job, None, current, total)
+            if message is not None:
+                job.message = message
+            self._event(session, job, type_, message, data)
+        return job
 
     def events(self, job_id: str, *, after_id: int | None = None) -> builtins.list[JobEvent]:
         """The job's events in order; `after_id` resumes after the last one seen."""

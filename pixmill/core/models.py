@@ -86,6 +86,8 @@ class JobKind(StrEnum):
     BATCH = "batch"
     FETCH = "fetch"
     EXTRACT = "extract"
+    # Installs or uninstalls a feature bundle (`pixmill.features`); `tool_id` holds its id.
+    FEATURE = "feature"
 
 
 class BlobRef(TypedDict):

@@ -217,7 +217,7 @@ class PrivateRedis:
                 # Its own session: a Ctrl-C in the terminal reaches pixmill, which then
                 # stops Redis in order, rather than killing Redis under running jobs.
                 start_new_session=True,
-                preexec_fn=_die_with_parent(),
+                preexec_fn=die_with_parent(),
             )
         except OSError as exc:
             raise RedisServerError(f"cannot run {binary}: {exc}") from exc
@@ -434,7 +434,7 @@ def _cwd_of(pid: int) -> Path | None:
         return None
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A `preexec_fn` asking Linux to SIGTERM the child when its parent goes away."""
     if not sys.platform.startswith("linux"):
         return None

@@ -26,7 +26,8 @@ def camelcase(name: str) -> str:
 
 
 class Settings(Schema):
-    """Base of every plugin settings schema: camelCase on the wire, unknown fields refused."""
+    """Base of every plugin settings schema: camelCase on the wire, unknown fields refused,
+    integers strict (2.5 is refused, not truncated)."""
 
     class Meta:
         unknown = RAISE
@@ -34,6 +35,10 @@ class Settings(Schema):
     def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
         if field_obj.data_key is None:
             field_obj.data_key = camelcase(field_name)
+        if isinstance(field_obj, fields.Integer):
+            # marshmallow truncates 2.5 to 2 unless strict: a width of 2.5 is a client's
+            # mistake to report, not to round silently.
+            field_obj.strict = True
 
 
 _HEX_COLOR = r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$"

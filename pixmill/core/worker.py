@@ -19,6 +19,12 @@ for a job's sake:
   writes nothing: `LEASE_LOST` from the store and `StaleAttemptError` from the blob store
   guarantee that no duplicate output is ever recorded.
 
+Batches (`pixmill.core.batch`): a batch job is not claimed while one of its members is
+unfinished (`run_job` returns at once, the row stays queued, no attempt is spent); the worker
+that ends a member tells its batch (`member_finished`), and the last one enqueues it, on the
+same Redis or, in-process, through `run_next`. Claimed, a batch builds its ZIP (`assemble`)
+under the same lease, cancel and retry rules as a tool.
+
 While the plugin runs, a heartbeat thread extends the lease every third of it, so a plugin
 that reports no progress is not mistaken for a dead worker. It stops renewing once the
 tool's time limit plus `JOB_TIMEOUT_GRACE_S` has passed: a job stuck where no signal reaches
@@ -65,7 +71,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -76,6 +83,7 @@ from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.timeouts import BaseDeathPenalty
 from rq.worker import DequeueStrategy
 
+from pixmill.core.batch import assemble, is_waiting, member_finished
 from pixmill.core.blobs import (
     BlobKey,
     BlobStore,
@@ -87,6 +95,7 @@ from pixmill.core.config import Config
 from pixmill.core.contracts import Extractor, ModelCache, OutputKind, Tool
 from pixmill.core.db import Database
 from pixmill.core.defaults import (
+    FEATURE_JOB_TIMEOUT_S,
     JOB_LEASE_S,
     JOB_PROGRESS_INTERVAL_S,
     JOB_RETRY_BACKOFF_S,
@@ -96,6 +105,7 @@ from pixmill.core.defaults import (
 from pixmill.core.dispatch import (
     connect,
     copy_cached_outputs,
+    enqueue,
     job_event,
     main_input_filename,
     publish,
@@ -104,6 +114,7 @@ from pixmill.core.dispatch import (
     upload_part,
 )
 from pixmill.core.errors import (
+    PLUGIN_CONTRACT_VIOLATION,
     BadRequestError,
     CancelledError,
     ConflictError,
@@ -114,7 +125,9 @@ from pixmill.core.errors import (
 from pixmill.core.execution import Outcome, UploadedFile, execute
 from pixmill.core.jobstore import JobStore
 from pixmill.core.models import Job, JobKind, JobStatus
+from pixmill.core.pipelines import PipelineStep, run_pipeline, steps_of_job
 from pixmill.core.plugin_host import Registry, load_registry
+from pixmill.features.bundles import run_feature_job
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +178,7 @@ def build_state(
     """A worker's state from the configuration (`Config.from_env()` by default)."""
     config = config if config is not None else Config.from_env()
     plugins = list(extra_plugins) if extra_plugins is not None else extra_plugins_from_env()
-    registry = load_registry(config.load_plugins, plugins)
+    registry = load_registry(config.load_plugins, plugins, plugins_dir=config.plugins_dir)
     database = Database.from_config(config)
     return WorkerState(
         config=config,
@@ -174,6 +187,8 @@ def build_state(
         blobs=LocalBlobStore(config.blobs_dir),
         redis=connect(config.redis_url) if config.redis_url else None,
         database=database,
+        lease_seconds=config.job_lease_s,
+        retry_backoff=config.job_retry_backoff_s,
     )
 
 
@@ -221,15 +236,63 @@ def run_job(job_id: str) -> rq.Retry | None:
     """
     try:
         state = process_state()
-        job = state.jobstore.claim(job_id, state.lease_seconds)
     except Exception:
         # No database or plugins yet: the row is untouched (still queued); try again later.
+        log.exception("worker cannot take job %s now; it will be retried", job_id)
+        return rq.Retry(max=RQ_RETRY_MAX, interval=retry_backoff(1))
+    return run_job_with(state, job_id)
+
+
+def run_job_with(
+    state: WorkerState, job_id: str, *, run_next: Callable[[str], None] | None = None
+) -> rq.Retry | None:
+    """`run_job` with an explicit state (the in-process runner and tests use it).
+
+    `run_next` takes follow-up work (a batch whose last member this job was) when there is
+    no RQ queue to put it on: the `LocalRunner` passes itself.
+    """
+    try:
+        if is_waiting(state.jobstore, job_id):
+            # A batch with members still running: left queued, no attempt spent; the worker
+            # ending its last member enqueues it again (see pixmill.core.batch).
+            return None
+        job = state.jobstore.claim(job_id, state.lease_seconds)
+    except Exception:
         log.exception("worker cannot take job %s now; it will be retried", job_id)
         return rq.Retry(max=RQ_RETRY_MAX, interval=retry_backoff(1))
     if job is None:
         log.info("job %s not claimable (cancelled, finished, deleted or taken): skipped", job_id)
         return None
-    return _Attempt(state, job, _events_connection(state)).run()
+    return _Attempt(state, job, _events_connection(state), run_next).run()
+
+
+class LocalRunner:
+    """Runs jobs on a few threads of this process: the queue of an app with no Redis.
+
+    Used by `create_app` when no `REDIS_URL` is configured (embedding, tests; `pixmill serve`
+    always has a Redis, its own if none is given). Retries wait their backoff on the same
+    thread. A job of a process that dies stays queued in SQL: with no Redis there is no
+    reconciler, so it is picked up only once the app runs with a queue again.
+    Time limits are cooperative here (`ctx.check_cancelled()`): SIGALRM only reaches the
+    main thread.
+    """
+
+    def __init__(self, state: WorkerState, threads: int = 2) -> None:
+        self.state = state
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pixmill-job")
+
+    def __call__(self, job_id: str) -> None:
+        self.pool.submit(self._run, job_id)
+
+    def _run(self, job_id: str) -> None:
+        for _ in range(RQ_RETRY_MAX):
+            retry = run_job_with(self.state, job_id, run_next=self)
+            if retry is None:
+                return
+            time.sleep(retry.intervals[0] if retry.intervals else 0)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self.pool.shutdown(wait=wait, cancel_futures=not wait)
 
 
 def _events_connection(state: WorkerState) -> Any:
@@ -242,13 +305,20 @@ def _events_connection(state: WorkerState) -> Any:
 class _Attempt:
     """One claimed attempt of one job."""
 
-    def __init__(self, state: WorkerState, job: Job, events: Any) -> None:
+    def __init__(
+        self,
+        state: WorkerState,
+        job: Job,
+        events: Any,
+        run_next: Callable[[str], None] | None = None,
+    ) -> None:
         self.state = state
         self.store = state.jobstore
         self.job = job
         self.job_id = job.id
         self.attempt = job.attempt
         self.events = events
+        self.run_next = run_next
         self.definition: Tool | Extractor | None = None
         self.deadline = math.inf
         self.stop_reason: str | None = None  # "cancel", "timeout" or "lost"
@@ -266,12 +336,18 @@ class _Attempt:
             log.warning("job %s attempt %d lost its lease; stopped", self.job_id, self.attempt)
             return None
         except (SystemExit, KeyboardInterrupt):
-            # Cold shutdown of the worker: give the job back now rather than at lease expiry.
-            self._quietly(
+            # Cold shutdown of the worker: give the job back now rather than at lease expiry,
+            # and put it back on Redis too, so another worker starts it at once instead of
+            # after the reconciler's grace.
+            after = self._quietly(
                 lambda: self.store.requeue(
                     self.job_id, "the worker shut down during the job", attempt=self.attempt
                 )
             )
+            if after is not None and after.status is JobStatus.QUEUED and self.events is not None:
+                self._quietly(
+                    lambda: enqueue(self.events, after, timeout_s=tool_timeout(self.definition))
+                )
             raise
         except Exception:  # a bug of ours: report it on the job, never crash the worker
             log.exception("job %s attempt %d: unexpected worker error", self.job_id, self.attempt)
@@ -295,7 +371,8 @@ class _Attempt:
         except PixmillError as error:
             if error.code in _LOST_CODES:
                 raise _LeaseLost from error
-            if error.status < 500:
+            if error.status < 500 or error.code == PLUGIN_CONTRACT_VIOLATION:
+                # Bad input stays bad, and a plugin bug stays a bug: no retry.
                 self._fail(error.code, error.message)
                 return None
             return self._transient(error.code, error.message)
@@ -307,6 +384,12 @@ class _Attempt:
 
     def _compute(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str | None]:
         """The outputs, result JSON and message of this attempt (computed or reused)."""
+        if self.job.kind is JobKind.PIPELINE:
+            return self._compute_pipeline()
+        if self.job.kind is JobKind.BATCH:
+            return self._compute_batch()
+        if self.job.kind is JobKind.FEATURE:
+            return self._compute_feature()
         if self.job.kind not in _RUNNABLE_KINDS:
             raise PixmillError(
                 f"this worker cannot run {self.job.kind} jobs",
@@ -318,7 +401,7 @@ class _Attempt:
         limit = tool_timeout(definition)
         self.deadline = time.monotonic() + limit
         with self._lease_keeper():
-            if self.job.cache_key and getattr(definition, "cacheable", True):
+            if self.job.cache_key and definition.cacheable:
                 reused = copy_cached_outputs(
                     self.store,
                     self.state.blobs,
@@ -344,6 +427,91 @@ class _Attempt:
                 )
             outputs, result = self._store(outcome)
             return outputs, result, None
+
+    # -- batches: `batch.assemble` builds the ZIP once every member has finished ----------
+
+    def _compute_batch(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str | None]:
+        # Copying results into a ZIP has no tool limit of its own: the default one applies,
+        # and the lease keeper covers a large archive.
+        self.deadline = time.monotonic() + tool_timeout(None)
+        with self._lease_keeper():
+            return assemble(
+                self.store,
+                self.state.blobs,
+                self.job,
+                self.attempt,
+                on_progress=self._on_progress,
+                is_cancelled=self._is_cancelled,
+            )
+
+    # -- feature bundles: `features.bundles.run_feature_job` runs pip and fetches models ----
+
+    def _compute_feature(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str | None]:
+        # pip may take minutes: its own limit, far above a tool's.
+        self.deadline = time.monotonic() + FEATURE_JOB_TIMEOUT_S
+        with self._lease_keeper():
+            return run_feature_job(
+                self.job,
+                self.state.config,
+                on_progress=self._on_progress,
+                is_cancelled=self._is_cancelled,
+            )
+
+    # -- pipelines: `pipelines.run_pipeline` drives the steps, this attempt runs each one ----
+
+    def _compute_pipeline(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None, str | None]:
+        steps = steps_of_job(self.job, self.state.registry)
+        # Until the first step starts: reading the upload and the first cache lookup.
+        self.deadline = time.monotonic() + tool_timeout(steps[0].definition)
+        with self._lease_keeper():
+            uploads = self._read_inputs().get("file", [])
+            if len(uploads) != 1:
+                raise BadRequestError(
+                    f"a pipeline job runs on one uploaded file, this one has {len(uploads)}",
+                    code="INVALID_JOB_INPUTS",
+                )
+            return run_pipeline(
+                self.job,
+                self.attempt,
+                steps,
+                uploads[0],
+                jobstore=self.store,
+                blobs=self.state.blobs,
+                runner=self,
+            )
+
+    def run_step(self, step: PipelineStep, file: UploadedFile, total: int) -> Outcome:
+        """One step through `execute`, under its own time limit (the lease keeper and the
+        cooperative check follow `self.deadline`, which each step moves)."""
+        self.definition = step.definition
+        limit = tool_timeout(step.definition)
+        self.deadline = time.monotonic() + limit
+        done = step.position - 1
+
+        def on_progress(fraction: float, message: str | None) -> None:
+            note = f"{step.label} of {total}" + (f": {message}" if message else "")
+            self._on_progress((done + fraction) / total, note)
+
+        with _time_limit(limit, step.tool_id):
+            return execute(
+                step.definition,
+                {"file": [file]},
+                step.settings,
+                limits=self.state.config.limits,
+                config=self.state.config.plugin_config(),
+                models=self.state.models,
+                on_progress=on_progress,
+                is_cancelled=self._is_cancelled,
+            )
+
+    def step_finished(self, step: PipelineStep, total: int) -> None:
+        """Record the step (a heartbeat that also reads the cancel flag), then stop here if
+        the job was cancelled or this attempt lost its lease."""
+        message = f"{step.label} of {total} done"
+        self._beat(step.position / total, message, current=step.position)
+        self._publish(step.position / total, message)
+        if self.stop_reason is not None:
+            raise CancelledError("the job was cancelled")
 
     def _read_inputs(self) -> dict[str, list[UploadedFile]]:
         files: dict[str, list[UploadedFile]] = {}
@@ -402,7 +570,7 @@ class _Attempt:
             self.state.blobs.promote(self.job_id, self.attempt)
         except Exception:
             log.exception("job %s: could not promote attempt %d", self.job_id, self.attempt)
-        publish(self.events, self.job_id, job_event(done))
+        self._announce(done)
 
     def _fail(self, code: str, message: str) -> None:
         if self._cancel_requested():
@@ -412,7 +580,7 @@ class _Attempt:
             lambda: self.store.fail(self.job_id, code, message, attempt=self.attempt)
         )
         if failed is not None:
-            publish(self.events, self.job_id, job_event(failed))
+            self._announce(failed)
 
     def _transient(self, code: str, message: str) -> rq.Retry | None:
         if self._cancel_requested():
@@ -426,7 +594,7 @@ class _Attempt:
         )
         if after is None:
             return None
-        publish(self.events, self.job_id, job_event(after))
+        self._announce(after)
         if after.status is not JobStatus.QUEUED:
             return None
         delay = retry_backoff(self.attempt, self.state.retry_backoff)
@@ -435,9 +603,8 @@ class _Attempt:
 
     def _timed_out(self) -> rq.Retry | None:
         limit = tool_timeout(self.definition)
-        return self._transient(
-            "JOB_TIMEOUT", f"{self.job.tool_id} ran longer than its {limit:g} s time limit"
-        )
+        name = self.definition.id if self.definition is not None else self.job.tool_id
+        return self._transient("JOB_TIMEOUT", f"{name} ran longer than its {limit:g} s time limit")
 
     def _cancelled(self, error: CancelledError) -> None:
         if self._cancel_requested():
@@ -450,7 +617,25 @@ class _Attempt:
             lambda: self.store.confirm_cancel(self.job_id, attempt=self.attempt)
         )
         if cancelled is not None:
-            publish(self.events, self.job_id, job_event(cancelled))
+            self._announce(cancelled)
+
+    def _announce(self, job: Job) -> None:
+        """Publish the job's new state; a batch member that reached its end also tells its
+        batch, which the last one wakes (`batch.member_finished`)."""
+        publish(self.events, self.job_id, job_event(job))
+        if job.is_final and job.parent_id is not None:
+            self._quietly(
+                lambda: member_finished(self.store, job, events=self.events, wake=self._wake)
+            )
+
+    def _wake(self, batch: Job) -> None:
+        # Follow-up work goes where this job came from: this RQ queue's Redis, or the
+        # in-process runner. With neither (a test calling run_job_with), the reconciler
+        # finds the waiting batch on its next pass.
+        if self.events is not None:
+            enqueue(self.events, batch)
+        elif self.run_next is not None:
+            self.run_next(batch.id)
 
     def _ended(self, transition: Any) -> Job | None:
         """Run a final transition; None when the job moved on without us (lease lost,
@@ -512,7 +697,9 @@ class _Attempt:
                 log.warning("job %s: cancel check failed: %s", self.job_id, error)
         return self.stop_reason is not None
 
-    def _beat(self, fraction: float | None = None, message: str | None = None) -> None:
+    def _beat(
+        self, fraction: float | None = None, message: str | None = None, current: int | None = None
+    ) -> None:
         """Extend the lease (and record progress); notice a cancel or a lost lease."""
         with self._beat_lock:
             try:
@@ -520,6 +707,7 @@ class _Attempt:
                     self.job_id,
                     self.state.lease_seconds,
                     progress=fraction,
+                    current=current,
                     message=message,
                     attempt=self.attempt,
                 )
@@ -664,6 +852,7 @@ __all__ = [
     "EXTRA_PLUGINS_ENV",
     "JOB_TIMEOUT_S",
     "JobTimeout",
+    "LocalRunner",
     "PixmillWorker",
     "WorkerState",
     "build_state",
@@ -672,4 +861,5 @@ __all__ = [
     "make_worker",
     "process_state",
     "run_job",
+    "run_job_with",
 ]

@@ -61,10 +61,10 @@ ICON_MAX_SIDE = 256
 ICON_SIZES = (16, 24, 32, 48, 64, 128)
 
 
-# --- shared helpers ---------------------------------------------------------------------------
+# --- shared helpers (public: the other built-in families build on them) ----------------------
 
 
-def _convert(img: Image.Image, mode: str) -> Image.Image:
+def convert_mode(img: Image.Image, mode: str) -> Image.Image:
     """`img.convert(mode)` that keeps 16-bit tones and drops a CMYK profile when leaving CMYK."""
     if img.mode == mode:
         return img
@@ -80,16 +80,16 @@ def _convert(img: Image.Image, mode: str) -> Image.Image:
     return converted
 
 
-def _resamplable(img: Image.Image) -> Image.Image:
+def resamplable(img: Image.Image) -> Image.Image:
     """A mode Pillow resamples with a real filter (it falls back to NEAREST for P and 1)."""
     if img.mode in ("P", "PA"):
-        return _convert(img, "RGBA" if has_alpha(img) or img.mode == "PA" else "RGB")
+        return convert_mode(img, "RGBA" if has_alpha(img) or img.mode == "PA" else "RGB")
     if img.mode == "1":
-        return _convert(img, "L")
+        return convert_mode(img, "L")
     return img
 
 
-def _check_output_size(ctx: Context, size: tuple[int, int], frames: int = 1) -> None:
+def check_output_size(ctx: Context, size: tuple[int, int], frames: int = 1) -> None:
     """Refuse a result larger than the server would decode (an animation gets the decoder's
     budget too: four times the pixel limit over all its frames)."""
     width, height = size
@@ -110,7 +110,7 @@ def _check_output_size(ctx: Context, size: tuple[int, int], frames: int = 1) -> 
         )
 
 
-def _map_frames(
+def map_frames(
     ctx: Context,
     source: InputFile,
     transform: Callable[[Image.Image], Image.Image],
@@ -222,7 +222,7 @@ def resize_image(
     img: Image.Image, scaled: tuple[int, int], canvas: tuple[int, int], settings: dict[str, Any]
 ) -> Image.Image:
     """Scale `img` (possibly already draft-decoded near `scaled`) and crop or pad to `canvas`."""
-    img = _resamplable(img)
+    img = resamplable(img)
     if canvas != scaled and settings["fit"] == "cover":
         # Scale only the region that survives the crop: the full scaled image is never built
         # (it could be far larger than the output, e.g. a 1-pixel-high strip of a tall image).
@@ -245,7 +245,7 @@ def resize_image(
     color = parse_color(settings["background"])
     mode = "RGBA" if color[3] < 255 or has_alpha(img) else "RGB"
     board = Image.new(mode, canvas, color if mode == "RGBA" else color[:3])
-    pasted = _convert(img, mode)
+    pasted = convert_mode(img, mode)
     board.info = dict(pasted.info)
     offset = ((canvas[0] - scaled[0]) // 2, (canvas[1] - scaled[1]) // 2)
     board.paste(pasted, offset)
@@ -258,8 +258,8 @@ def run_resize(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> ImageR
     scaled, canvas = plan_resize((header.width, header.height), settings)
     # Cover never builds more than the canvas; every other fit builds the scaled image too.
     for size in (canvas,) if settings["fit"] == "cover" else (scaled, canvas):
-        _check_output_size(ctx, size, header.frames)
-    return _map_frames(
+        check_output_size(ctx, size, header.frames)
+    return map_frames(
         ctx,
         source,
         lambda img: resize_image(img, scaled, canvas, settings),
@@ -366,7 +366,7 @@ def run_crop(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> ImageRes
     source = inputs.file
     header = source.header
     box = crop_box((header.width, header.height), settings)
-    return _map_frames(ctx, source, lambda img: img.crop(box))
+    return map_frames(ctx, source, lambda img: img.crop(box))
 
 
 # --- rotate -----------------------------------------------------------------------------------
@@ -435,7 +435,7 @@ def _rotate_freely(
 ) -> Image.Image:
     # Rotate onto transparency first, then lay it over the background: the anti-aliased edges
     # blend with the background colour instead of with black.
-    rgba = _convert(_resamplable(img), "RGBA")
+    rgba = convert_mode(resamplable(img), "RGBA")
     rotated = rgba.rotate(
         -clockwise, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=TRANSPARENT
     )
@@ -457,7 +457,7 @@ def run_rotate(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> ImageR
         background = parse_color(settings["background"])
     else:
         background = TRANSPARENT if source.format.supports_alpha else WHITE
-    return _map_frames(
+    return map_frames(
         ctx,
         source,
         lambda img: rotate_image(
@@ -511,7 +511,7 @@ class ConvertSettings(Settings):
 
 def _as_icon(img: Image.Image) -> tuple[Image.Image, dict[str, Any]]:
     """Fit an image into the ICO limit (256 px a side) and list the sizes to store."""
-    img = _resamplable(img)
+    img = resamplable(img)
     if img.width > ICON_MAX_SIDE or img.height > ICON_MAX_SIDE:
         img = img.copy()  # thumbnail() works in place and keeps `info`
         img.thumbnail((ICON_MAX_SIDE, ICON_MAX_SIDE), RESAMPLE)
@@ -540,7 +540,7 @@ def run_convert(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> Image
                 "gif, webp, png or avif to keep the animation",
                 details={"frames": frame_count, "format": fmt.name},
             )
-        result = _map_frames(ctx, source, lambda img: img)
+        result = map_frames(ctx, source, lambda img: img)
         result.format, result.quality, result.options = fmt.name, settings["quality"], options
         return result
     # A still input goes through open() for its EXIF orientation; frames() does not apply it.
@@ -615,10 +615,7 @@ class _Picture:
 
     def scaled(self, size: tuple[int, int]) -> _Picture:
         return _Picture(
-            [
-                _resamplable(f).resize(size, RESAMPLE, reducing_gap=REDUCING_GAP)
-                for f in self.frames
-            ],
+            [resamplable(f).resize(size, RESAMPLE, reducing_gap=REDUCING_GAP) for f in self.frames],
             self.durations,
         )
 
@@ -629,7 +626,7 @@ def _palette_colours(quality: int) -> int:
 
 def _reduce_colours(img: Image.Image, colours: int, fmt: ImageFormat) -> Image.Image:
     keep_alpha = fmt.name in ("png", "gif") and (has_alpha(img) or img.mode in ("LA", "PA"))
-    img = _convert(img, "RGBA" if keep_alpha else "RGB")
+    img = convert_mode(img, "RGBA" if keep_alpha else "RGB")
     # MEDIANCUT gives the better palette but Pillow only offers FASTOCTREE for RGBA.
     method = Image.Quantize.FASTOCTREE if keep_alpha else Image.Quantize.MEDIANCUT
     return img.quantize(colours, method=method, dither=Image.Dither.FLOYDSTEINBERG)

@@ -26,10 +26,27 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from pixmill.core.blobs import LocalBlobStore
 from pixmill.core.config import Config
+from pixmill.core.contracts import ModelCache
 from pixmill.core.db import Database
+from pixmill.core.defaults import RESULT_PURGE_INTERVAL_S
+from pixmill.core.dispatch import Dispatcher, connect
 from pixmill.core.jobstore import JobStore
 from pixmill.core.plugin_host import Registry, load_registry
-from pixmill.server import docs, downloads, errors, health, history, jobs, plugins, tools
+from pixmill.core.worker import LocalRunner, WorkerState
+from pixmill.server import (
+    batch,
+    docs,
+    downloads,
+    errors,
+    features,
+    health,
+    history,
+    jobs,
+    pipelines,
+    plugins,
+    progress,
+    tools,
+)
 from pixmill.server.state import EXTENSION_KEY, AppState, get_state
 
 log = logging.getLogger(__name__)
@@ -56,7 +73,7 @@ def create_app(
     """Build a pixmill app. `overrides` are Config fields (e.g. `data_dir=...`)."""
     config = (config or Config.from_env()).with_overrides(**overrides)
     if registry is None:
-        registry = load_registry(load_plugins=config.load_plugins)
+        registry = load_registry(config.load_plugins, plugins_dir=config.plugins_dir)
     for plugin_name, error in registry.errors:
         log.warning("plugin %s: %s", plugin_name, error)
 
@@ -70,22 +87,62 @@ def create_app(
     database = Database.from_config(config)
     # The engine's pooled connections go with the app (tests build hundreds of apps).
     weakref.finalize(app, database.dispose)
-    app.extensions[EXTENSION_KEY] = AppState(
-        config=config,
-        registry=registry,
-        blobs=LocalBlobStore(config.blobs_dir),
-        db=database,
-        jobs=JobStore(database.sessions),
-    )
+    app.extensions[EXTENSION_KEY] = _build_state(config, registry, database)
 
     errors.init_app(app)
     app.before_request(_refuse_oversized_body)
     app.before_request(_purge_expired_results)
-    for blueprint in (health.bp, tools.bp, downloads.bp, plugins.bp, jobs.bp, history.bp):
+    blueprints = (
+        health.bp,
+        tools.bp,
+        batch.bp,
+        downloads.bp,
+        plugins.bp,
+        jobs.bp,
+        progress.bp,
+        history.bp,
+        pipelines.bp,
+        features.bp,
+    )
+    for blueprint in blueprints:
         app.register_blueprint(blueprint)
     docs.init_app(app)
     app.wsgi_app = LargeBodyReads(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+def _build_state(config: Config, registry: Registry, database: Database) -> AppState:
+    """The app's state. With a `REDIS_URL` queued work goes to RQ workers; without one it
+    runs on a `LocalRunner` in this process, sharing the app's plugins and warm models."""
+    blobs = LocalBlobStore(config.blobs_dir)
+    jobstore = JobStore(database.sessions)
+    models = ModelCache()
+    connection = connect(config.redis_url) if config.redis_url else None
+    runner: LocalRunner | None = None
+    if connection is None:
+        runner = LocalRunner(
+            WorkerState(
+                config=config,
+                registry=registry,
+                jobstore=jobstore,
+                blobs=blobs,
+                models=models,
+                database=database,
+            )
+        )
+    dispatcher = Dispatcher(
+        jobstore, blobs, None, config=config, connection=connection, local_runner=runner
+    )
+    return AppState(
+        config=config,
+        registry=registry,
+        blobs=blobs,
+        db=database,
+        jobs=jobstore,
+        dispatcher=dispatcher,
+        redis=connection,
+        models=models,
+    )
 
 
 class _RawInput(io.RawIOBase):
@@ -124,15 +181,12 @@ class LargeBodyReads:
         return self.app(environ, start_response)
 
 
-PURGE_INTERVAL_S = 600.0
-
-
 def _purge_expired_results() -> None:
     # Results live PIXMILL_RESULT_TTL_HOURS; each process sweeps at most every 10 minutes,
     # on the request that happens to come first (cheap: one directory listing).
     state = get_state()
     now = time.monotonic()
-    if now - state.cache.get("last_purge", -PURGE_INTERVAL_S) < PURGE_INTERVAL_S:
+    if now - state.cache.get("last_purge", -RESULT_PURGE_INTERVAL_S) < RESULT_PURGE_INTERVAL_S:
         return
     state.cache["last_purge"] = now
     removed = state.blobs.purge_older_than(state.config.result_ttl_hours * 3600)

@@ -78,10 +78,22 @@ def llms_txt() -> Response:
         "`Accept: image/*` to get the bytes directly. Extractors answer with their JSON. "
         'Errors: {"error","code","details","requestId"} with status 400/404/413/415/422/500.',
         "",
+        "Heavy tools, large files and `?async=true` answer 202 "
+        '{"jobId","async":true,"statusUrl","progressUrl"}: follow progressUrl '
+        "(Server-Sent Events; the last event carries the result or the error), then "
+        "GET /api/v1/jobs/<id>/results.",
+        "",
+        "Many files: POST /api/v1/tools/<section>/<toolId>/batch with repeated `files` parts "
+        "answers a ZIP (one member per file, in order, plus manifest.json with per-file errors). "
+        "Several tools in a row: POST /api/v1/pipeline/execute with `file` and "
+        '`pipeline` = {"steps":[{"toolId","settings"},...]}; /api/v1/pipeline/batch for many '
+        "files; /api/v1/pipeline/tools lists the tools usable as steps.",
+        "",
         f"- OpenAPI 3.1: {OPENAPI_JSON} and /api/v1/openapi.yaml",
         "- Catalogue with JSON Schemas: /api/v1/tools",
         "- Every call is a job: GET /api/v1/jobs, /api/v1/jobs/<id>, /api/v1/jobs/<id>/results, "
-        "POST /api/v1/jobs/<id>/cancel, DELETE /api/v1/jobs/<id>; finished jobs in /api/v1/history",
+        "GET /api/v1/jobs/<id>/progress (SSE), POST /api/v1/jobs/<id>/cancel, "
+        "DELETE /api/v1/jobs/<id>; finished jobs in /api/v1/history",
         "",
         "## Tools",
         "",

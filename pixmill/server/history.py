@@ -119,7 +119,7 @@ def _finished_job(state: AppState, job_id: str) -> Job:
 @bp.get("")
 def list_history() -> Response:
     state = get_state()
-    page = list_jobs_page(_history_query())
+    page = list_jobs_page(state.jobs, _history_query())
     return jsonify(
         {
             "history": [history_entry(state, job) for job in page.items],

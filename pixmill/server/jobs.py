@@ -39,7 +39,7 @@ from pixmill.core.db import SQLITE_BEGIN_IMMEDIATE, Database
 from pixmill.core.errors import BadRequestError, ConflictError, NotFoundError, PixmillError
 from pixmill.core.execution import Outcome, UploadedFile
 from pixmill.core.imageio import sniff_format
-from pixmill.core.jobstore import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, JobPage, to_dict
+from pixmill.core.jobstore import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT, JobPage, JobStore, to_dict
 from pixmill.core.models import (
     TOOL_ID_LENGTH,
     BlobRef,
@@ -77,6 +77,8 @@ class ListingQuery:
     tool_id: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    # None: top-level jobs only; a job id: the jobs of that batch or pipeline.
+    parent_id: str | None = None
 
 
 class QueryErrors:
@@ -185,13 +187,22 @@ def check_range(query: ListingQuery, errors: QueryErrors) -> None:
 
 
 LISTING_PARAMS = ("page", "limit")
-JOB_FILTER_PARAMS = ("status", "kind", "tool", "from", "to")
+JOB_FILTER_PARAMS = ("status", "kind", "tool", "from", "to", "parent")
 
 
 def _jobs_query() -> ListingQuery:
     errors = QueryErrors()
     args = query_args((*LISTING_PARAMS, *JOB_FILTER_PARAMS), errors)
-    query = ListingQuery(
+    query = parse_listing(args, errors)
+    check_range(query, errors)
+    errors.raise_if_any()
+    return query
+
+
+def parse_listing(args: Mapping[str, str], errors: QueryErrors) -> ListingQuery:
+    """A job listing's query from its parameters (REST query or CLI options, by their REST
+    names); problems are added to `errors`, the caller decides how to report them."""
+    return ListingQuery(
         page=parse_int(args, "page", 1, 1, MAX_PAGE, errors),
         limit=parse_int(args, "limit", DEFAULT_PAGE_LIMIT, 1, MAX_PAGE_LIMIT, errors),
         status=parse_enums(args, "status", JobStatus, errors),
@@ -199,19 +210,28 @@ def _jobs_query() -> ListingQuery:
         tool_id=parse_tool_id(args, "tool", errors),
         created_from=parse_instant(args, "from", errors, end_of_day=False),
         created_to=parse_instant(args, "to", errors, end_of_day=True),
+        parent_id=parse_job_id(args, "parent", errors),
     )
-    check_range(query, errors)
-    errors.raise_if_any()
-    return query
 
 
-def list_jobs_page(query: ListingQuery) -> JobPage:
-    return get_state().jobs.list(
+def parse_job_id(args: Mapping[str, str], name: str, errors: QueryErrors) -> str | None:
+    raw = args.get(name)
+    if raw is not None and not is_valid_job_id(raw):
+        errors.add(name, "must be a job id (32 lowercase hex characters)")
+        return None
+    return raw
+
+
+def list_jobs_page(jobs: JobStore, query: ListingQuery) -> JobPage:
+    """One page of a listing: top-level jobs unless the query names a parent."""
+    return jobs.list(
         status=query.status,
         kind=query.kind,
         tool_id=query.tool_id,
         created_from=query.created_from,
         created_to=query.created_to,
+        parent_id=query.parent_id,
+        top_level=query.parent_id is None,
         page=query.page,
         limit=query.limit,
     )
@@ -235,6 +255,7 @@ def job_links(job_id: str) -> dict[str, str]:
         "self": url_for("jobs.show_job", job_id=job_id),
         "results": url_for("jobs.job_results", job_id=job_id),
         "cancel": url_for("jobs.cancel_job", job_id=job_id),
+        "progress": url_for("progress.job_progress", job_id=job_id),
     }
 
 
@@ -290,7 +311,7 @@ def not_found(job_id: str) -> NotFoundError:
 
 @bp.get("")
 def list_jobs() -> Response:
-    page = list_jobs_page(_jobs_query())
+    page = list_jobs_page(get_state().jobs, _jobs_query())
     return jsonify({"jobs": [job_dict(job) for job in page.items], "pagination": pagination(page)})
 
 
@@ -333,7 +354,7 @@ def cancel_job(job_id: str) -> Response:
     # Queued: cancelled in the same transaction, so no worker can claim it afterwards.
     # Processing: the flag is set; the worker sees it at its next progress report or
     # cancellation check and confirms. Finished: the store answers 409 JOB_FINISHED.
-    job = get_state().jobs.cancel(job_id)
+    job = get_state().dispatcher.cancel(job_id)
     if job.status is JobStatus.CANCELLED:
         return jsonify({"success": True, "message": "job cancelled", "job": job_dict(job)})
     response = jsonify(
@@ -365,7 +386,7 @@ def delete_job_and_blobs(state: AppState, job_id: str) -> None:
     job = state.jobs.get(job_id)
     if not job.is_final:
         try:
-            job = state.jobs.cancel(job_id)
+            job = state.dispatcher.cancel(job_id)
         except ConflictError as error:
             if error.code != "JOB_FINISHED":  # it finished meanwhile: delete it as it is
                 raise

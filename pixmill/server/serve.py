@@ -8,6 +8,12 @@ Ctrl-C (SIGINT) and SIGTERM both stop without cutting answers short: the socket 
 worker exits only once its request threads are done (joined at exit), bounded by
 `GRACEFUL_TIMEOUT_S` after which the master kills what is left.
 
+Queued jobs need Redis and RQ workers. `run_server` starts them around gunicorn through
+`supervisor.BackgroundServices`: a private redis-server before the app is built (unless
+`REDIS_URL` names one), and once gunicorn is ready the supervisor process with the
+`QUEUE_WORKERS` queue workers and the reconciler; all of them stop after gunicorn. See
+`pixmill.server.supervisor` for the process tree and why it has that shape.
+
 This module imports gunicorn at import time; only `pixmill serve` imports it.
 """
 
@@ -15,13 +21,20 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from pixmill.core.config import Config
+from pixmill.server.supervisor import BackgroundServices, check_config
+
+log = logging.getLogger(__name__)
 
 GRACEFUL_TIMEOUT_S = 20
 # A worker that does not check in for this long is restarted. Threaded workers check in from
@@ -77,10 +90,58 @@ def gunicorn_options(
         # gunicorn >= 25 opens a control socket at a fixed path in $HOME by default: two
         # servers would fight over it, and nothing in pixmill uses it.
         "control_socket_disable": True,
+        "post_worker_init": install_stop_handlers,
     }
     if on_ready is not None:
         options["when_ready"] = on_ready
     return options
+
+
+def install_stop_handlers(worker: Any) -> None:
+    """gunicorn's `post_worker_init` hook: how a web worker stops.
+
+    Progress streams end first. An open `/progress` stream is a response that never finishes
+    on its own, so a graceful stop (SIGTERM) would wait GRACEFUL_TIMEOUT_S for it and then
+    cut it mid-event; ending the streams (`progress.end_open_streams`) lets each send its
+    last event and close within a fraction of a second, and the client reconnects elsewhere.
+
+    Then a worker acts on its first quit signal only. A Ctrl-C reaches the whole process
+    group, so a web worker gets SIGINT from the terminal and, moments later, SIGQUIT from the
+    master handling the same Ctrl-C. gthread's `handle_quit` shuts its thread pool down while
+    holding the pool's non-reentrant lock; a second signal arriving right then runs the
+    handler again on the same thread, which waits for that lock forever, and the worker hangs
+    until the master SIGKILLs it after GRACEFUL_TIMEOUT_S (seen with gunicorn 27 in about
+    one stop in six). The first quit already ends the worker, so the later ones are dropped.
+    """
+    from pixmill.server.progress import end_open_streams  # the app's module, loaded by now
+
+    def end_streams() -> None:
+        try:
+            end_open_streams(worker.wsgi)
+        except Exception:  # never let a stop handler keep the worker from stopping
+            log.exception("could not end the open progress streams")
+
+    handle_quit = worker.handle_quit
+    quitting = threading.Event()
+
+    def handle_quit_once(signum: int, frame: FrameType | None) -> None:
+        if quitting.is_set():
+            return
+        quitting.set()
+        end_streams()
+        handle_quit(signum, frame)
+
+    for signum in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, handle_quit_once)
+
+    previous_term = signal.getsignal(signal.SIGTERM)
+
+    def handle_term(signum: int, frame: FrameType | None) -> None:
+        end_streams()
+        if callable(previous_term):
+            previous_term(signum, frame)
+
+    signal.signal(signal.SIGTERM, handle_term)
 
 
 class PixmillServer(BaseApplication):
@@ -139,7 +200,10 @@ def keep_freed_memory_for_reuse() -> bool:
 
 
 def run_server(config: Config, *, access_log: bool = False, log_level: str = "warning") -> None:
-    """Serve until stopped; prints `pixmill serving on <url> (N workers)` once bound."""
+    """Serve until stopped; prints `pixmill serving on <url> (N workers)` once bound, then
+    where Redis and the queue workers are. A bad QUEUE_WORKERS or RECONCILE_INTERVAL_S
+    raises `ValueError` before anything starts."""
+    check_config(config)
     keep_freed_memory_for_reuse()
     if not is_loopback(config.host):
         print(
@@ -149,12 +213,21 @@ def run_server(config: Config, *, access_log: bool = False, log_level: str = "wa
             flush=True,
         )
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    # The `with` block is also left by every forked web worker when it exits (gunicorn ends
+    # them with SystemExit); BackgroundServices does nothing outside the master.
+    with BackgroundServices(config, log_level=log_level) as services:
+        served = services.start_redis()
 
-    def announce(server: Any) -> None:
-        workers = f"{config.workers} worker{'s' if config.workers != 1 else ''}"
-        print(f"pixmill serving on {serving_url(server, config.host)} ({workers})", flush=True)
+        def announce(server: Any) -> None:
+            # gunicorn's `when_ready`: in the master's main thread, after the app was built
+            # (so its migrations ran once), before the web workers are forked.
+            workers = f"{config.workers} worker{'s' if config.workers != 1 else ''}"
+            print(f"pixmill serving on {serving_url(server, config.host)} ({workers})", flush=True)
+            services.start_supervisor()
+            for line in services.banner_lines():
+                print(line, flush=True)
 
-    options = gunicorn_options(
-        config, access_log=access_log, log_level=log_level, on_ready=announce
-    )
-    PixmillServer(config, options).run()
+        options = gunicorn_options(
+            served, access_log=access_log, log_level=log_level, on_ready=announce
+        )
+        PixmillServer(served, options).run()

@@ -1,5 +1,5 @@
 """What the app holds for its lifetime: config, plugin registry, blob store, the metadata
-database with its job store, and warm models.
+database with its job store, the dispatcher of queued work, and warm models.
 
 Blueprints reach it through `get_state()`, never through module globals, so two apps with
 different configs can live in one process (the tests do).
@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 from flask import current_app
 
 from pixmill.core.blobs import BlobStore
 from pixmill.core.config import Config
 from pixmill.core.contracts import ModelCache
 from pixmill.core.db import Database
+from pixmill.core.dispatch import Dispatcher
 from pixmill.core.jobstore import JobStore
 from pixmill.core.plugin_host import Registry
 
@@ -29,6 +31,9 @@ class AppState:
     blobs: BlobStore
     db: Database
     jobs: JobStore
+    dispatcher: Dispatcher
+    # The Redis of the queues and progress events; None when jobs run in this process.
+    redis: redis.Redis | None
     models: ModelCache = field(default_factory=ModelCache)
     cache: dict[str, Any] = field(default_factory=dict)
 

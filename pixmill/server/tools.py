@@ -71,16 +71,70 @@ class ToolCall:
 @bp.post("/<section>/<tool_id>")
 def run_tool(section: str, tool_id: str) -> Response:
     state = get_state()
-    call = _read_call(state.registry.catalogue_entry(tool_id, section))
-    # Calls that go to the queue instead (heavy tools, large inputs, ?async=true) branch
-    # off here, with the call already checked.
+    definition = state.registry.catalogue_entry(tool_id, section)
+    forced = async_requested()
+    call = _read_call(definition)
+    if forced or _belongs_on_queue(state, call):
+        return _queue(state, call)
     return _run_inline(state, call)
+
+
+ASYNC_ARG = "async"
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no", ""})
+
+
+def async_requested() -> bool:
+    """`?async=true` forces the queued (202) form; `false` or absent leaves it to the server.
+    Anything else is a 400 rather than a guess."""
+    values = request.args.getlist(ASYNC_ARG)
+    if not values:
+        return False
+    value = values[-1].strip().lower()
+    if len(values) > 1 or value not in _TRUE | _FALSE:
+        raise BadRequestError(
+            f"query parameter {ASYNC_ARG!r} takes one value, true or false",
+            code="VALIDATION_ERROR",
+            details={"fields": {ASYNC_ARG: ["must be true or false"]}},
+        )
+    return value in _TRUE
+
+
+def _belongs_on_queue(state: AppState, call: ToolCall) -> bool:
+    """Heavy tools always go to the queue; others when their files are large."""
+    if call.definition.heavy:
+        return True
+    total = sum(len(data) for parts in call.files.values() for data, _ in parts)
+    return total > state.config.async_threshold_bytes
+
+
+def _queue(state: AppState, call: ToolCall) -> Response:
+    """Submit the checked call as a job and answer seed 003's `202 {"jobId","async":true}`."""
+    job = state.dispatcher.submit_tool_job(call.definition, call.files, call.raw_settings)
+    return accepted_response(job.id, str(job.status))
+
+
+def accepted_response(job_id: str, status: str) -> Response:
+    """The 202 answer of queued work, with where to follow it."""
+    response = jsonify(
+        {
+            "jobId": job_id,
+            "async": True,
+            "status": status,
+            "statusUrl": url_for("jobs.show_job", job_id=job_id),
+            "progressUrl": url_for("progress.job_progress", job_id=job_id),
+        }
+    )
+    response.status_code = 202
+    response.headers["Location"] = url_for("jobs.show_job", job_id=job_id)
+    response.headers["X-Job-Id"] = job_id
+    return response
 
 
 def _read_call(definition: Tool | Extractor) -> ToolCall:
     """The request as a `ToolCall`; 400/415 for a body or settings the tool cannot take."""
-    files = _uploaded_files()
-    raw = _settings_from_request()
+    files = uploaded_files()
+    raw = settings_from_request()
     return ToolCall(definition, files, raw, normalize_settings(definition, raw))
 
 
@@ -155,7 +209,7 @@ def _record(
         log.exception("could not record inline job %s of %s", job_id, call.definition.id)
 
 
-def _settings_from_request() -> Any:
+def settings_from_request() -> Any:
     """Settings from the multipart `settings` field, or the whole body when it is JSON."""
     if request.is_json:
         body = request.get_json(silent=True)
@@ -172,6 +226,14 @@ def _settings_from_request() -> Any:
             code="UNSUPPORTED_MEDIA_TYPE",
             status=415,
         )
+    if request.mimetype == "multipart/form-data" and not request.form and not request.files:
+        # Werkzeug parses a body without one well-formed part as an empty form; a tool that
+        # takes no file (qr-generate) would then run on its defaults instead of refusing it.
+        # Not conditioned on Content-Length: a chunked body has none.
+        raise BadRequestError(
+            "the multipart body holds no well-formed part: check its boundary and part headers",
+            code="MALFORMED_BODY",
+        )
     # A part whose name cannot be parsed comes back as None: report it, never compare it.
     unexpected = sorted(str(name) for name in set(request.form) - {SETTINGS_FIELD})
     if unexpected:
@@ -184,7 +246,7 @@ def _settings_from_request() -> Any:
     return parse_settings_json(request.form.get(SETTINGS_FIELD))
 
 
-def _uploaded_files() -> dict[str, list[UploadedFile]]:
+def uploaded_files() -> dict[str, list[UploadedFile]]:
     files: dict[str, list[UploadedFile]] = defaultdict(list)
     for name, storage in request.files.items(multi=True):
         stream = storage.stream

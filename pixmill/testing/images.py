@@ -98,6 +98,12 @@ def tiny(fmt: str = "PNG") -> bytes:
     return encode(Image.new("RGB", (1, 1), (255, 0, 0)), fmt)
 
 
+def large_jpeg(width: int = 2400, height: int = 1600) -> bytes:
+    """A JPEG big enough to show a tool that scales badly (about 4 megapixels), yet well under
+    the server's default pixel cap, so a tool must handle it rather than refuse it."""
+    return jpeg(width, height, quality=85)
+
+
 SAMPLES = {
     "photo-jpeg": lambda: jpeg(),
     "alpha-png": lambda: png(),
@@ -105,4 +111,24 @@ SAMPLES = {
     "exif-rotated-jpeg": lambda: exif_rotated_jpeg(),
     "cmyk-jpeg": lambda: cmyk_jpeg(),
     "tiny-png": lambda: tiny(),
+    "large-jpeg": lambda: large_jpeg(),
 }
+"""Every sample kind by name; `sample_images()` builds them."""
+
+SAMPLE_FILENAMES = {
+    "photo-jpeg": "photo.jpg",
+    "alpha-png": "alpha.png",
+    "animated-gif": "animated.gif",
+    "exif-rotated-jpeg": "rotated.jpg",
+    "cmyk-jpeg": "cmyk.jpg",
+    "tiny-png": "tiny.png",
+    "large-jpeg": "large.jpg",
+}
+"""A plausible upload name for each sample (tools derive output names from it)."""
+
+
+@cache
+def sample_images() -> dict[str, bytes]:
+    """Every sample kind, encoded, by name. Built once per process: the large one takes a while.
+    The dict is shared, so treat it as read-only."""
+    return {name: build() for name, build in SAMPLES.items()}
