@@ -36,7 +36,13 @@ from marshmallow import Schema, fields
 
 from pixmill import __version__
 from pixmill.core import defaults, installer, plugin_host
-from pixmill.core.catalogue import describe, inputs_of, output_kind
+from pixmill.core.catalogue import (
+    describe,
+    inputs_of,
+    install_command,
+    missing_modules,
+    output_kind,
+)
 from pixmill.core.config import Config
 from pixmill.core.contracts import Extractor, OutputKind, Source, Tool
 from pixmill.core.errors import PixmillError, SettingsError
@@ -597,6 +603,12 @@ def tools(ctx: click.Context, as_json: bool) -> None:
     rows = [(item.id, *_kind_and_output(item), item.name) for item in items]
     for line in render_table(("ID", "SECTION", "KIND", "OUTPUT", "NAME"), rows):
         click.echo(line)
+    unavailable = [item for item in items if not isinstance(item, Source) and missing_modules(item)]
+    if unavailable:
+        click.echo("\nunavailable until their optional dependencies are installed:")
+        for item in unavailable:
+            assert not isinstance(item, Source)
+            click.echo(f"  {item.id}: {install_command(item)}")
 
 
 def _id(definition: Definition) -> str:
@@ -991,9 +1003,11 @@ def run(
     validate_settings(definition.settings, raw)  # once, before any file is read or forked for
     extra_files = parse_extra_files(definition, file_pairs)
     runner = FileRunner(registry, definition.id, raw, extra_files, config)
-    if not inputs_of(definition):
+    if not any(spec.name == "file" for spec in inputs_of(definition)):
         if inputs:
-            raise click.UsageError(f"{definition.id} takes no input files, only settings")
+            raise click.UsageError(
+                f"{definition.id} takes no input files, only settings (and --file parts)"
+            )
         _run_without_files(runner, output)
         return
     if not inputs:

@@ -54,6 +54,32 @@ def _set_option(name: str, value: Any) -> str:
     return option
 
 
+MAIN_INPUT_ENTRY = {
+    "name": "file",
+    "description": "the image to process",
+    "multiple": False,
+    "required": True,
+    "documents": [],
+}
+
+
+def _example_files(inputs: list[dict[str, Any]]) -> str:
+    """The file arguments of a `pixmill run` example: the main file(s), then --file parts."""
+    words = []
+    for item in inputs:
+        if not item["required"]:
+            continue
+        if item["name"] != "file":
+            words.append(f"--file {item['name']}={item['name']}.png")
+        elif "pdf" in item["documents"]:
+            words.append("document.pdf")
+        elif "svg" in item["documents"]:
+            words.append("drawing.svg")
+        else:
+            words.append("a.jpg b.jpg" if item["multiple"] else "photo.jpg")
+    return "".join(f" {word}" for word in words)
+
+
 def render(registry: Registry) -> str:
     builtin = {
         item_id
@@ -81,6 +107,19 @@ def render(registry: Registry) -> str:
         )
         lines += [f"## {entry['id']} ({entry['kind']})", "", f"{entry['description']}", ""]
         lines += [f"{where}. Plugin: `{registry.owner(definition)}`.", ""]
+        if getattr(definition, "requires", ()):
+            lines += [f"Needs an optional dependency: `pip install '{definition.install}'`.", ""]
+        inputs = entry.get("inputs", [])
+        if inputs and inputs != [MAIN_INPUT_ENTRY]:
+            described = [
+                f"`{item['name']}`"
+                + (" (several)" if item["multiple"] else "")
+                + ("" if item["required"] else " (optional)")
+                + (f" (also {', '.join(item['documents'])})" if item["documents"] else "")
+                + f": {item['description']}"
+                for item in inputs
+            ]
+            lines += ["File parts: " + "; ".join(described) + ".", ""]
         props = entry["settingsSchema"].get("properties", {})
         if props:
             lines += [
@@ -95,7 +134,7 @@ def render(registry: Registry) -> str:
         if entry["example"]:
             pairs = " ".join(_set_option(k, v) for k, v in entry["example"].items())
             command = "fetch" if entry["kind"] == "source" else "run"
-            target = "" if command == "fetch" else " photo.jpg"
+            target = "" if command == "fetch" else _example_files(entry.get("inputs", []))
             lines += [f"Example: `pixmill {command} {entry['id']}{target} {pairs}`", ""]
     return "\n".join(lines)
 

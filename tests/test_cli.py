@@ -765,3 +765,12 @@ def test_a_tool_that_takes_no_file_runs_from_settings_alone(work: Path) -> None:
     refused = invoke("run", "qr-generate", "photo.jpg")
     assert refused.exit_code == 2 and "takes no input files" in refused.output
     assert invoke("run", "resize", "--set", "width=8").exit_code == 2  # needs its input
+
+    # Its optional file parts come with --file.
+    (work / "logo.png").write_bytes(images.encode(Image.new("RGB", (20, 20), (250, 0, 0))))
+    with_logo = invoke(
+        "run", "qr-generate", "--set", "size=200", "--set", "errorCorrectionLevel=H",
+        "--file", "logo=logo.png", "-o", "logo-code.png",
+    )  # fmt: skip
+    assert with_logo.exit_code == 0, with_logo.output
+    assert Image.open(work / "logo-code.png").convert("RGB").getpixel((100, 100)) == (250, 0, 0)

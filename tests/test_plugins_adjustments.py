@@ -447,11 +447,28 @@ def test_achromatopsia_is_luminance_and_greys_survive_every_type(run_tool: Any) 
     greys = Image.linear_gradient("L").resize((64, 8)).convert("RGB")
     kinds = (
         "protanopia", "deuteranopia", "tritanopia", "protanomaly", "deuteranomaly",
-        "tritanomaly", "achromatopsia", "achromatomaly",
+        "tritanomaly", "achromatopsia", "achromatomaly", "blueConeMonochromacy",
     )  # fmt: skip
     for kind in kinds:
         out = run(run_tool, "color-blindness", greys, simulationType=kind)
         assert max_difference(out, greys) <= 2, kind  # each model keeps the neutral axis
+
+
+def test_blue_cone_monochromacy_sees_only_the_s_cone_response(run_tool: Any) -> None:
+    blue, red = (0, 0, 255), (255, 0, 0)
+    img = Image.new("RGB", (16, 8), blue)
+    img.paste(red, (8, 0, 16, 8))
+    out = run(run_tool, "color-blindness", img, simulationType="blueConeMonochromacy")
+    seen_blue, seen_red = pixel_at(out, (2, 2)), pixel_at(out, (12, 2))
+    # One signal, so every colour comes out grey; pure blue is most of it, pure red little.
+    assert seen_blue[0] == seen_blue[1] == seen_blue[2]
+    assert seen_red[0] == seen_red[1] == seen_red[2]
+    weights = (0.01775, 0.10944, 0.87257)
+    expected_blue = round(255 * to_srgb(weights[2] / sum(weights)))
+    expected_red = round(255 * to_srgb(weights[0] / sum(weights)))
+    assert seen_blue[0] == pytest.approx(expected_blue, abs=2)
+    assert seen_red[0] == pytest.approx(expected_red, abs=3)
+    assert seen_blue[0] > 230 and seen_red[0] < 40
 
 
 def test_anomalies_are_milder_than_the_dichromacies(run_tool: Any) -> None:

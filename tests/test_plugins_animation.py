@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import json
+import zipfile
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 from PIL import Image, ImageChops, ImageSequence
 
 from pixmill.core.errors import InvalidImageError, PixmillError, SettingsError
@@ -314,6 +317,95 @@ def test_gif_tools_truncated_gif_is_a_clean_422(run_tool: Any) -> None:
     data = gif()
     with pytest.raises(InvalidImageError):
         run_tool("gif-tools", data[: len(data) - 40], "cut.gif", action="reverse")
+
+
+@pytest.mark.parametrize("loop", [None, 3, 0])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"action": "reverse"},
+        {"action": "optimize"},
+        {"action": "rotate"},
+        {"action": "speed"},
+        {"action": "resize", "width": 40},
+        {"action": "add-text", "text": "hi"},
+    ],
+)
+def test_gif_tools_keep_the_input_loop_count(
+    run_tool: Any, loop: int | None, settings: dict[str, Any]
+) -> None:
+    img, frames, _ = tools(run_tool, gif(loop=loop), **settings)
+    assert len(frames) == len(COLOURS)
+    # A GIF that plays once has no loop block and must not come back looping forever.
+    assert img.info.get("loop") == loop
+
+
+# --- gif-tools/extract-frames and gif-tools/info ----------------------------------------------
+
+
+def test_extract_frames_gives_pngs_and_a_manifest(run_tool: Any) -> None:
+    outcome = run_tool("gif-tools-extract-frames", gif(transparent_corner=True), "anim.gif")
+    assert outcome.format.name == "zip" and outcome.filename == "anim.zip"
+    archive = zipfile.ZipFile(io.BytesIO(outcome.data))
+    names = [f"anim-frame-{n:03}.png" for n in range(1, len(COLOURS) + 1)]
+    assert archive.namelist() == [*names, "frames.json"]
+    for name, colour in zip(names, COLOURS, strict=True):
+        frame = Image.open(io.BytesIO(archive.read(name)))
+        assert frame.format == "PNG" and frame.size == (WIDTH, HEIGHT)
+        assert close(centre_colour(frame.convert("RGBA")), (*colour, 255))
+        assert frame.convert("RGBA").getpixel((2, 2))[3] == 0  # type: ignore[index]
+    manifest = json.loads(archive.read("frames.json"))
+    assert [f["duration"] for f in manifest["frames"]] == DURATIONS
+    assert [f["file"] for f in manifest["frames"]] == names
+    assert manifest["frameCount"] == len(COLOURS) and manifest["loop"] == 0
+
+
+def test_extract_frames_every_start_and_end(run_tool: Any) -> None:
+    colours = COLOURS * 2
+    source = gif(colours=colours, durations=[100, 200, 300, 400, 500, 600, 700, 800])
+    outcome = run_tool("gif-tools-extract-frames", source, "a.gif", every=2, start=2, end=7)
+    archive = zipfile.ZipFile(io.BytesIO(outcome.data))
+    manifest = json.loads(archive.read("frames.json"))
+    assert [f["frame"] for f in manifest["frames"]] == [2, 4, 6]
+    assert [f["duration"] for f in manifest["frames"]] == [200, 400, 600]
+    assert archive.namelist()[:3] == ["a-frame-002.png", "a-frame-004.png", "a-frame-006.png"]
+    with pytest.raises(PixmillError) as caught:
+        run_tool("gif-tools-extract-frames", source, "a.gif", start=9)
+    assert caught.value.status == 400 and caught.value.code == "FRAME_OUT_OF_RANGE"
+
+
+def test_gif_info_values(run_tool: Any) -> None:
+    info = run_tool("gif-tools-info", gif(loop=2, transparent_corner=True), "a.gif").json
+    assert info["frameCount"] == len(COLOURS)
+    assert (info["width"], info["height"]) == (WIDTH, HEIGHT)
+    assert info["durations"] == DURATIONS and info["totalDuration"] == sum(DURATIONS)
+    assert info["loop"] == 2 and info["loopsForever"] is False
+    assert info["transparency"] is True and info["format"] == "gif"
+    once = run_tool("gif-tools-info", gif(loop=None), "once.gif").json
+    assert once["loop"] is None and once["transparency"] is False
+    forever = run_tool("gif-tools-info", gif(loop=0), "f.gif").json
+    assert forever["loopsForever"] is True
+    still = run_tool("gif-tools-info", encode(Image.new("RGB", (5, 4)), "PNG"), "s.png").json
+    assert still["frameCount"] == 1 and still["totalDuration"] == 0
+
+
+@pytest.mark.pixmill_plugins("animation")
+def test_gif_sub_routes_over_rest(pixmill_client: FlaskClient) -> None:
+    def post(route: str, data: bytes, **settings: Any) -> Any:
+        form = {"file": (io.BytesIO(data), "a.gif"), "settings": json.dumps(settings)}
+        return pixmill_client.post(f"/api/v1/tools/image/{route}", data=form)
+
+    info = post("gif-tools/info", gif())
+    assert info.status_code == 200 and info.get_json()["frameCount"] == len(COLOURS)
+    frames = post("gif-tools/extract-frames", gif(), every=2)
+    assert frames.status_code == 200
+    download = pixmill_client.get(frames.get_json()["downloadUrl"])
+    assert len(zipfile.ZipFile(io.BytesIO(download.data)).namelist()) == 3  # 2 frames + json
+    for bad in ({"every": 0}, {"start": 0}, {"start": 3, "end": 2}, {"every": 1001}):
+        response = post("gif-tools/extract-frames", gif(), **bad)
+        assert response.status_code == 400 and response.get_json()["code"] == "VALIDATION_ERROR"
+    broken = post("gif-tools/info", gif()[:30])
+    assert broken.status_code == 422
 
 
 def test_the_plugin_conforms() -> None:

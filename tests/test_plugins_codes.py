@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from typing import Any
 
 import pytest
@@ -138,6 +139,74 @@ def test_qr_refuses_a_file_part(pixmill_client: FlaskClient) -> None:
     )
     assert response.status_code == 400
     assert response.get_json()["code"] == "UNEXPECTED_FILE"
+
+
+def post_logo(client: FlaskClient, settings: dict[str, Any], logo: bytes) -> Any:
+    return client.post(
+        QR_URL,
+        data={"settings": json.dumps(settings), "logo": (io.BytesIO(logo), "logo.png")},
+        headers={"Accept": "image/png"},
+    )
+
+
+def test_qr_with_a_logo_still_reads_and_shows_the_logo(pixmill_client: FlaskClient) -> None:
+    red_logo = images.encode(Image.new("RGB", (100, 100), (220, 20, 20)))
+    data = "https://example.com/with-logo"
+    settings = {"data": data, "size": 400, "errorCorrectionLevel": "H", "logoSize": 25}
+    img = image_of(post_logo(pixmill_client, settings, red_logo)).convert("RGB")
+    assert img.getpixel((200, 200)) == (220, 20, 20)  # the logo sits in the middle
+    assert [code.text for code in zxingcpp.read_barcodes(img.convert("L"))] == [data]
+    # The same code without the logo has no red anywhere.
+    plain = image_of(post_json(pixmill_client, QR_URL, {"data": data, "size": 400}))
+    assert (220, 20, 20) not in {color for _, color in plain.convert("RGB").getcolors(1 << 16)}
+
+
+def test_a_logo_too_large_for_the_level_is_refused_with_the_level_it_needs(
+    pixmill_client: FlaskClient,
+) -> None:
+    logo = images.png(40, 40)
+    response = post_logo(
+        pixmill_client, {"data": "x", "errorCorrectionLevel": "L", "logoSize": 25}, logo
+    )
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["code"] == "LOGO_TOO_LARGE"
+    assert "use errorCorrectionLevel M" in body["error"]
+    assert body["details"]["levels"] == ["M", "Q", "H"]
+    # The same size at M is accepted; 5% fits any level.
+    assert post_logo(pixmill_client, {"data": "x", "errorCorrectionLevel": "M", "logoSize": 25},
+                     logo).status_code == 200  # fmt: skip
+    small = post_logo(pixmill_client, {"data": "x", "errorCorrectionLevel": "L", "logoSize": 5},
+                      logo)  # fmt: skip
+    assert small.status_code == 200
+    not_an_image = post_logo(pixmill_client, {"data": "x"}, b"not an image at all")
+    assert not_an_image.status_code == 415
+
+
+@pytest.mark.parametrize("dot_style", ["square", "rounded", "dots"])
+@pytest.mark.parametrize("corner_style", ["square", "rounded", "dots"])
+def test_qr_styles_draw_differently_and_still_read(
+    pixmill_client: FlaskClient, dot_style: str, corner_style: str
+) -> None:
+    data = "styled " + dot_style + corner_style
+    settings = {"data": data, "size": 330, "dotStyle": dot_style, "cornerStyle": corner_style}
+    img = image_of(post_json(pixmill_client, QR_URL, settings)).convert("L")
+    assert [code.text for code in zxingcpp.read_barcodes(img)] == [data]
+    square = image_of(post_json(pixmill_client, QR_URL, {"data": data, "size": 330})).convert("L")
+    if (dot_style, corner_style) == ("square", "square"):
+        assert img.tobytes() == square.tobytes()
+    else:
+        assert img.tobytes() != square.tobytes()
+    if dot_style == "dots":  # circles: anti-corners are light where squares are dark
+        assert ImageStat.Stat(img).mean[0] > ImageStat.Stat(square).mean[0]
+
+
+def test_qr_style_and_logo_bounds(pixmill_client: FlaskClient) -> None:
+    for settings in ({"dotStyle": "stars"}, {"cornerStyle": 1}, {"logoSize": 31},
+                     {"logoSize": 4}):  # fmt: skip
+        response = post_json(pixmill_client, QR_URL, {"data": "x", **settings})
+        assert response.status_code == 400, settings
+        assert response.get_json()["code"] == "VALIDATION_ERROR"
 
 
 # ---------------------------------------------------------------------------------------------

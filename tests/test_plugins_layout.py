@@ -1,15 +1,21 @@
-"""The layout plugin (border, circle-crop, image-pad, beautify) on real images."""
+"""The layout plugin (border, circle-crop, image-pad, beautify, collage, stitch, split,
+sprite-sheet) on real images."""
 
 from __future__ import annotations
 
+import io
+import json
 import math
+import zipfile
+from fractions import Fraction
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 from PIL import Image, ImageChops, ImageStat
 
 import pixmill.plugins.layout as layout
-from pixmill.core.errors import BadRequestError, InvalidImageError, SettingsError
+from pixmill.core.errors import BadRequestError, InvalidImageError, PixmillError, SettingsError
 from pixmill.testing import check_plugin, images, ssim
 from pixmill.testing.images import decode, encode
 
@@ -61,7 +67,16 @@ def opaque_fraction(img: Image.Image) -> float:
 def test_layout_plugin_conforms() -> None:
     report = check_plugin(layout)
     report.assert_ok()
-    assert report.tools == ["border", "circle-crop", "image-pad", "beautify"]
+    assert report.tools == [
+        "border",
+        "circle-crop",
+        "image-pad",
+        "beautify",
+        "collage",
+        "stitch",
+        "split",
+        "sprite-sheet",
+    ]
 
 
 # --- border -----------------------------------------------------------------------------------
@@ -646,3 +661,543 @@ def test_broken_input_is_refused(run_tool: Any, tool: str) -> None:
     data = images.jpeg(200, 150)
     with pytest.raises(InvalidImageError):
         run(run_tool, tool, data[: len(data) // 3], "cut.jpg")
+
+
+# --- multi-image helpers ----------------------------------------------------------------------
+
+# Well separated colours, none of them the grey background the collage tests use.
+PALETTE = [
+    (255, 0, 0),
+    (0, 255, 0),
+    (0, 0, 255),
+    (255, 255, 0),
+    (255, 0, 255),
+    (0, 255, 255),
+    (0, 0, 0),
+    (255, 255, 255),
+    (128, 0, 0),
+    (0, 128, 0),
+    (0, 0, 128),
+    (128, 128, 0),
+    (128, 0, 128),
+    (0, 128, 128),
+    (255, 128, 0),
+    (0, 128, 255),
+]
+GREY = (128, 128, 128)
+
+
+def many(run_tool: Any, tool: str, parts: list[tuple[bytes, str]], **settings: Any) -> Any:
+    return run_tool(tool, parts[0][0], parts[0][1], files={"file": parts}, **settings)
+
+
+def solids(sizes: list[tuple[int, int]], fmt: str = "PNG") -> list[tuple[bytes, str]]:
+    ext = "jpg" if fmt == "JPEG" else fmt.lower()
+    return [(encode(solid(PALETTE[i], size), fmt), f"s{i}.{ext}") for i, size in enumerate(sizes)]
+
+
+def unzip(outcome: Any) -> dict[str, bytes]:
+    assert outcome.format.name == "zip"
+    with zipfile.ZipFile(io.BytesIO(outcome.data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def dominant(img: Image.Image, box: tuple[int, int, int, int]) -> tuple[tuple[int, ...], float]:
+    """The most common colour in `box` and the share of the box it covers."""
+    region = img.convert("RGB").crop(box)
+    colors = region.getcolors(region.width * region.height)
+    assert colors
+    count, color = max(colors)
+    assert isinstance(color, tuple)
+    return color, count / (region.width * region.height)
+
+
+def post_many(client: FlaskClient, tool: str, parts: list[tuple[bytes, str]], settings: Any) -> Any:
+    form: dict[str, Any] = {
+        "settings": json.dumps(settings),
+        "file": [(io.BytesIO(data), name) for data, name in parts],
+    }
+    return client.post(f"/api/v1/tools/image/{tool}", data=form, content_type="multipart/form-data")
+
+
+# --- collage ----------------------------------------------------------------------------------
+
+
+def test_collage_offers_enough_templates_and_documents_them() -> None:
+    assert len(layout.COLLAGE_TEMPLATES) >= 25
+    described = layout.CollageSettings().fields["template"].metadata["description"]
+    for name, (columns, rows, cells) in layout.COLLAGE_TEMPLATES.items():
+        assert f"{name} ({len(cells)})" in described
+        # Cells stay on the grid and never overlap: their areas add up to the whole.
+        assert all(x >= 0 and y >= 0 and x + w <= columns and y + h <= rows for x, y, w, h in cells)
+        assert sum(w * h for _, _, w, h in cells) == columns * rows
+
+
+@pytest.mark.parametrize("template", list(layout.COLLAGE_TEMPLATES))
+def test_every_collage_template_puts_each_image_in_its_cell(run_tool: Any, template: str) -> None:
+    columns, rows, cells = layout.COLLAGE_TEMPLATES[template]
+    width, height, gap = 480, 360, 6
+    parts = solids([(40 + 7 * i, 30 + 5 * i) for i in range(len(cells))])
+    outcome = many(
+        run_tool,
+        "collage",
+        parts,
+        template=template,
+        width=width,
+        height=height,
+        gap=gap,
+        backgroundColor="#808080",
+    )
+    out = decode(outcome)
+    assert out.size == (width, height) and outcome.format.name == "png"
+    assert outcome.meta == {"template": template, "used": len(cells), "ignored": 0}
+    for index, (x, y, w, h) in enumerate(cells):
+        # The cell's extent on the canvas, pulled in past the gaps and any rounding.
+        left = math.ceil(Fraction(x, columns) * width) + gap + 1
+        top = math.ceil(Fraction(y, rows) * height) + gap + 1
+        right = math.floor(Fraction(x + w, columns) * width) - gap - 1
+        bottom = math.floor(Fraction(y + h, rows) * height) - gap - 1
+        color, share = dominant(out, (left, top, right, bottom))
+        assert color == PALETTE[index] and share == 1.0, (index, color, share)
+    assert rgb_at(out, (gap // 2, gap // 2)) == GREY  # the outer margin is the background
+
+
+def test_collage_too_few_images_names_the_template_and_count(run_tool: Any) -> None:
+    with pytest.raises(BadRequestError) as exc:
+        many(run_tool, "collage", solids([(20, 20)] * 3), template="grid-2x2")
+    assert exc.value.status == 400 and exc.value.code == "NOT_ENOUGH_IMAGES"
+    assert "grid-2x2" in exc.value.message and "4" in exc.value.message
+    assert "3" in exc.value.message
+    assert exc.value.details == {"template": "grid-2x2", "needed": 4, "files": 3}
+
+
+def test_collage_ignores_extra_images(run_tool: Any) -> None:
+    outcome = many(run_tool, "collage", solids([(20, 20)] * 5), width=100, height=50, gap=0)
+    assert outcome.meta == {"template": "2-horizontal", "used": 2, "ignored": 3}
+    out = decode(outcome)
+    assert rgb_at(out, (10, 25)) == PALETTE[0] and rgb_at(out, (90, 25)) == PALETTE[1]
+
+
+def test_collage_contain_letterboxes_and_cover_crops(run_tool: Any) -> None:
+    parts = solids([(200, 50), (200, 50)])
+    common = {"width": 200, "height": 100, "gap": 0, "backgroundColor": "#808080"}
+    cover = decode(many(run_tool, "collage", parts, fit="cover", **common))
+    assert dominant(cover, (0, 0, 100, 100)) == (PALETTE[0], 1.0)
+    contain = decode(many(run_tool, "collage", parts, fit="contain", **common))
+    # A 4:1 picture in a 100x100 cell: 100x25, centred, grey above and below.
+    assert rgb_at(contain, (50, 50)) == PALETTE[0]
+    assert rgb_at(contain, (50, 10)) == GREY and rgb_at(contain, (50, 90)) == GREY
+    assert dominant(contain, (0, 38, 100, 62)) == (PALETTE[0], 1.0)
+
+
+def test_collage_rounded_cells_and_transparent_background(run_tool: Any) -> None:
+    parts = solids([(50, 50), (50, 50)], "JPEG")
+    opaque = many(run_tool, "collage", parts, width=200, height=100, gap=0, borderRadius=30)
+    out = decode(opaque)
+    assert opaque.format.name == "jpg"  # the first input's format, nothing transparent
+    assert close(rgb_at(out, (1, 1)), (255, 255, 255), 8) and close(
+        rgb_at(out, (50, 50)), (254, 0, 0), 8
+    )
+    clear = many(
+        run_tool,
+        "collage",
+        parts,
+        width=200,
+        height=100,
+        gap=10,
+        backgroundColor="#0000",
+        borderRadius=20,
+    )
+    assert clear.format.name == "png"  # a jpg cannot hold the transparent gaps
+    image = decode(clear)
+    assert alpha_at(image, (5, 50)) == 0 and alpha_at(image, (11, 11)) == 0
+    assert alpha_at(image, (50, 50)) == 255
+
+
+def test_collage_converts_differing_profiles_to_srgb(run_tool: Any) -> None:
+    parts = [
+        (encode(solid((200, 100, 50), (40, 40)), icc_profile=SRGB), "a.png"),
+        (encode(solid((50, 100, 200), (40, 40))), "b.png"),
+    ]
+    out = decode(many(run_tool, "collage", parts, width=80, height=40, gap=0))
+    assert "icc_profile" not in out.info
+    assert close(rgb_at(out, (20, 20)), (200, 100, 50), 2)
+    same = [(encode(solid(PALETTE[i], (40, 40)), icc_profile=SRGB), f"{i}.png") for i in range(2)]
+    kept = decode(many(run_tool, "collage", same, width=80, height=40, gap=0))
+    assert kept.info.get("icc_profile") == SRGB
+
+
+def test_collage_gap_leaving_no_room_is_refused(run_tool: Any) -> None:
+    with pytest.raises(BadRequestError) as exc:
+        many(
+            run_tool,
+            "collage",
+            solids([(20, 20)] * 9),
+            template="grid-3x3",
+            width=40,
+            height=40,
+            gap=20,
+        )
+    assert exc.value.status == 400 and "gap" in exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"template": "grid-9x9"}, "template"),
+        ({"width": 15}, "width"),
+        ({"height": 16385}, "height"),
+        ({"gap": -1}, "gap"),
+        ({"gap": 1001}, "gap"),
+        ({"backgroundColor": "grey"}, "backgroundColor"),
+        ({"borderRadius": 5001}, "borderRadius"),
+        ({"fit": "stretch"}, "fit"),
+    ],
+)
+def test_collage_bad_settings(run_tool: Any, settings: dict[str, Any], field: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        many(run_tool, "collage", solids([(20, 20)] * 2), **settings)
+    assert field in exc.value.details["fields"], exc.value.details
+
+
+# --- stitch -----------------------------------------------------------------------------------
+
+STITCH_SIZES = [(100, 50), (60, 80), (80, 30)]
+
+
+@pytest.mark.parametrize(("alignment", "shift"), [("start", 0), ("center", 1), ("end", 2)])
+def test_stitch_horizontal_aligns_each_image(run_tool: Any, alignment: str, shift: int) -> None:
+    outcome = many(
+        run_tool,
+        "stitch",
+        solids(STITCH_SIZES),
+        alignment=alignment,
+        gap=4,
+        backgroundColor="#808080",
+    )
+    out = decode(outcome)
+    assert out.size == (100 + 60 + 80 + 8, 80) and outcome.format.name == "png"
+    left = 0
+    for index, (width, height) in enumerate(STITCH_SIZES):
+        top = (80 - height) * shift // 2
+        assert dominant(out, (left, top, left + width, top + height)) == (PALETTE[index], 1.0)
+        if height < 80:  # the rest of its column is background
+            other = (left, 0, left + width, top) if top else (left, height, left + width, 80)
+            assert dominant(out, other) == (GREY, 1.0)
+        left += width + 4
+
+
+@pytest.mark.parametrize(("alignment", "shift"), [("start", 0), ("center", 1), ("end", 2)])
+def test_stitch_vertical_aligns_each_image(run_tool: Any, alignment: str, shift: int) -> None:
+    out = decode(
+        many(run_tool, "stitch", solids(STITCH_SIZES), direction="vertical", alignment=alignment)
+    )
+    assert out.size == (100, 50 + 80 + 30)
+    top = 0
+    for index, (width, height) in enumerate(STITCH_SIZES):
+        left = (100 - width) * shift // 2
+        assert dominant(out, (left, top, left + width, top + height)) == (PALETTE[index], 1.0)
+        top += height
+
+
+def test_stitch_grid_sizes_columns_and_rows_by_their_largest(run_tool: Any) -> None:
+    sizes = [*STITCH_SIZES, (40, 40)]
+    out = decode(
+        many(
+            run_tool,
+            "stitch",
+            solids(sizes),
+            direction="grid",
+            columns=2,
+            gap=10,
+            alignment="start",
+        )
+    )
+    # Columns: max(100, 80) and max(60, 40); rows: max(50, 80) and max(30, 40).
+    assert out.size == (100 + 60 + 10, 80 + 40 + 10)
+    for index, (x, y) in enumerate([(0, 0), (110, 0), (0, 90), (110, 90)]):
+        width, height = sizes[index]
+        assert dominant(out, (x, y, x + width, y + height)) == (PALETTE[index], 1.0)
+
+
+@pytest.mark.parametrize(
+    ("resize", "direction", "size"),
+    [
+        ("match-height", "horizontal", (60 + 15 + 90, 30)),
+        ("match-width", "vertical", (40, 20 + 80 + 13)),
+        ("none", "horizontal", (80 + 40 + 90, 80)),
+    ],
+)
+def test_stitch_resize_matches_the_smallest_side(
+    run_tool: Any, resize: str, direction: str, size: tuple[int, int]
+) -> None:
+    parts = solids([(80, 40), (40, 80), (90, 30)])
+    out = decode(many(run_tool, "stitch", parts, resize=resize, direction=direction))
+    assert out.size == size
+
+
+def test_stitch_keeps_jpeg_and_needs_two_images(run_tool: Any) -> None:
+    outcome = many(run_tool, "stitch", solids([(40, 40), (40, 40)], "JPEG"))
+    assert outcome.format.name == "jpg" and decode(outcome).size == (80, 40)
+    with pytest.raises(BadRequestError) as exc:
+        many(run_tool, "stitch", solids([(40, 40)]))
+    assert exc.value.status == 400 and exc.value.code == "WRONG_FILE_COUNT"
+
+
+def test_stitch_refuses_animations_and_oversized_results(run_tool: Any) -> None:
+    parts = [(images.animated_gif(), "a.gif"), (encode(solid((1, 2, 3), (10, 10))), "b.png")]
+    with pytest.raises(PixmillError) as exc:
+        many(run_tool, "stitch", parts)
+    assert exc.value.code == "ANIMATED_IMAGE_UNSUPPORTED"
+    big = encode(solid((1, 2, 3), (16000, 10)))
+    with pytest.raises(BadRequestError) as too_large:
+        many(run_tool, "stitch", [(big, "a.png")] * 10, direction="vertical", gap=1000)
+    assert too_large.value.code == "OUTPUT_TOO_LARGE"
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"direction": "diagonal"}, "direction"),
+        ({"columns": 0}, "columns"),
+        ({"columns": 65}, "columns"),
+        ({"alignment": "middle"}, "alignment"),
+        ({"resize": "match-area"}, "resize"),
+        ({"gap": 1001}, "gap"),
+        ({"gap": 1.5}, "gap"),
+        ({"backgroundColor": "#12345"}, "backgroundColor"),
+    ],
+)
+def test_stitch_bad_settings(run_tool: Any, settings: dict[str, Any], field: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        many(run_tool, "stitch", solids([(20, 20)] * 2), **settings)
+    assert field in exc.value.details["fields"], exc.value.details
+
+
+# --- split ------------------------------------------------------------------------------------
+
+
+def reassemble(tiles: dict[str, bytes], stem: str, ext: str) -> Image.Image:
+    pieces: dict[tuple[int, int], Image.Image] = {}
+    for name, data in tiles.items():
+        assert name.startswith(f"{stem}_r") and name.endswith(f".{ext}"), name
+        row, col = name[len(stem) + 2 : -len(ext) - 1].split("_c")
+        pieces[int(row), int(col)] = decode(data)
+    rows = max(row for row, _ in pieces)
+    cols = max(col for _, col in pieces)
+    assert set(pieces) == {(r, c) for r in range(1, rows + 1) for c in range(1, cols + 1)}
+    width = sum(pieces[1, c].width for c in range(1, cols + 1))
+    height = sum(pieces[r, 1].height for r in range(1, rows + 1))
+    whole = Image.new(pieces[1, 1].mode, (width, height))
+    top = 0
+    for r in range(1, rows + 1):
+        left = 0
+        for c in range(1, cols + 1):
+            whole.paste(pieces[r, c], (left, top))
+            left += pieces[r, c].width
+        top += pieces[r, 1].height
+    return whole
+
+
+@pytest.mark.parametrize(
+    ("settings", "grid"),
+    [
+        ({}, (2, 2)),
+        ({"mode": "grid", "rows": 3, "cols": 4}, (3, 4)),
+        ({"mode": "rows", "rows": 5}, (5, 1)),
+        ({"mode": "cols", "cols": 7}, (1, 7)),
+        ({"mode": "size", "tileWidth": 40, "tileHeight": 20}, (3, 3)),
+        ({"mode": "size", "tileWidth": 64}, (1, 2)),
+    ],
+)
+def test_split_tiles_reassemble_to_the_original(
+    run_tool: Any, settings: dict[str, Any], grid: tuple[int, int]
+) -> None:
+    source = images.photo(101, 51)
+    outcome = run(run_tool, "split", encode(source), "photo.png", **settings)
+    tiles = unzip(outcome)
+    assert outcome.filename == "photo-tiles.zip"
+    assert len(tiles) == grid[0] * grid[1] and outcome.meta["tiles"] == len(tiles)
+    assert (outcome.meta["rows"], outcome.meta["cols"]) == grid
+    whole = reassemble(tiles, "photo", "png")
+    assert whole.size == source.size and whole.tobytes() == source.tobytes()
+
+
+def test_split_keeps_the_input_format_and_profile(run_tool: Any) -> None:
+    data = encode(images.photo(90, 60), "JPEG", quality=95, icc_profile=SRGB)
+    tiles = unzip(run(run_tool, "split", data, "pic.jpg", rows=2, cols=3))
+    assert sorted(tiles) == [f"pic_r{r}_c{c}.jpg" for r in (1, 2) for c in (1, 2, 3)]
+    first = decode(tiles["pic_r1_c1.jpg"])
+    assert first.format == "JPEG" and first.size == (30, 30)
+    assert first.info.get("icc_profile") == SRGB
+
+
+def test_split_refusals(run_tool: Any) -> None:
+    with pytest.raises(BadRequestError) as exc:
+        run(
+            run_tool,
+            "split",
+            encode(solid((1, 2, 3), (100, 100))),
+            mode="size",
+            tileWidth=1,
+            tileHeight=1,
+        )
+    assert exc.value.code == "TOO_MANY_TILES"
+    with pytest.raises(BadRequestError) as small:
+        run(run_tool, "split", encode(solid((1, 2, 3), (3, 3))), rows=4)
+    assert small.value.code == "IMAGE_TOO_SMALL"
+    with pytest.raises(PixmillError) as animated:
+        run(run_tool, "split", images.animated_gif(), "a.gif")
+    assert animated.value.code == "ANIMATED_IMAGE_UNSUPPORTED"
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"mode": "diagonal"}, "mode"),
+        ({"rows": 0}, "rows"),
+        ({"cols": 51}, "cols"),
+        ({"mode": "size", "tileWidth": 0}, "tileWidth"),
+        ({"mode": "size", "tileHeight": 16385}, "tileHeight"),
+        ({"mode": "size"}, "_schema"),
+        ({"tileWidth": 10}, "_schema"),
+    ],
+)
+def test_split_bad_settings(run_tool: Any, settings: dict[str, Any], field: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        run(run_tool, "split", photo_png(), **settings)
+    assert field in json.dumps(exc.value.details), exc.value.details
+
+
+# --- sprite-sheet -----------------------------------------------------------------------------
+
+
+def test_sprite_sheet_map_points_at_each_sprite(run_tool: Any) -> None:
+    sources = [images.photo(30 + 5 * i, 20 + 3 * i, seed=i + 1) for i in range(5)]
+    parts = [(encode(img), f"sprite{i}.png") for i, img in enumerate(sources)]
+    parts[4] = (parts[4][0], "sprite0.png")  # a duplicate name gets a suffix
+    outcome = many(run_tool, "sprite-sheet", parts, columns=3, padding=2)
+    assert outcome.filename == "spritesheet.zip"
+    members = unzip(outcome)
+    assert sorted(members) == ["spritesheet.json", "spritesheet.png"]
+    mapping = json.loads(members["spritesheet.json"])
+    sheet = decode(members["spritesheet.png"]).convert("RGBA")
+    assert mapping["meta"]["image"] == "spritesheet.png"
+    assert mapping["meta"]["size"] == {"w": sheet.width, "h": sheet.height}
+    # Columns 45/50/40 wide (+ padding 2 between and around), rows 26/32 tall.
+    assert sheet.size == (2 + 45 + 2 + 50 + 2 + 40 + 2, 2 + 26 + 2 + 32 + 2)
+    names = ["sprite0.png", "sprite1.png", "sprite2.png", "sprite3.png", "sprite0-2.png"]
+    assert list(mapping["frames"]) == names
+    for name, source in zip(names, sources, strict=True):
+        frame = mapping["frames"][name]["frame"]
+        assert (frame["w"], frame["h"]) == source.size
+        box = (frame["x"], frame["y"], frame["x"] + frame["w"], frame["y"] + frame["h"])
+        assert sheet.crop(box).tobytes() == source.convert("RGBA").tobytes(), name
+    assert mapping["frames"]["sprite0.png"]["frame"]["x"] == 2
+    assert alpha_at(sheet, (0, 0)) == 0  # transparent background by default
+
+
+def test_sprite_sheet_in_jpeg_and_webp(run_tool: Any) -> None:
+    parts = solids([(20, 20), (20, 20), (20, 20)])
+    jpeg = unzip(many(run_tool, "sprite-sheet", parts, format="jpeg", background="#808080"))
+    assert sorted(jpeg) == ["spritesheet.jpg", "spritesheet.json"]
+    sheet = decode(jpeg["spritesheet.jpg"])
+    assert sheet.format == "JPEG" and sheet.size == (60, 20)
+    webp = unzip(many(run_tool, "sprite-sheet", parts, format="webp", quality=50, columns=1))
+    assert decode(webp["spritesheet.webp"]).size == (20, 60)
+
+
+def test_sprite_sheet_takes_2_to_64_images(run_tool: Any) -> None:
+    tiny = encode(solid((1, 2, 3), (4, 4)))
+    ok = many(run_tool, "sprite-sheet", [(tiny, f"{i}.png") for i in range(64)], columns=16)
+    assert decode(unzip(ok)["spritesheet.png"]).size == (64, 16)
+    for count in (1, 65):
+        with pytest.raises(BadRequestError) as exc:
+            many(run_tool, "sprite-sheet", [(tiny, f"{i}.png") for i in range(count)])
+        assert exc.value.status == 400 and exc.value.code == "WRONG_FILE_COUNT"
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"columns": 0}, "columns"),
+        ({"columns": 17}, "columns"),
+        ({"padding": 257}, "padding"),
+        ({"background": "transparent"}, "background"),
+        ({"format": "gif"}, "format"),
+        ({"quality": 101}, "quality"),
+    ],
+)
+def test_sprite_sheet_bad_settings(run_tool: Any, settings: dict[str, Any], field: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        many(run_tool, "sprite-sheet", solids([(20, 20)] * 2), **settings)
+    assert field in exc.value.details["fields"], exc.value.details
+
+
+# --- the multi-image tools over REST ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tool", "settings"),
+    [
+        ("collage", {"gap": -1}),
+        ("stitch", {"columns": 65}),
+        ("split", {"rows": 51}),
+        ("sprite-sheet", {"columns": 17}),
+    ],
+)
+def test_out_of_range_settings_are_400_over_rest(
+    pixmill_client: FlaskClient, tool: str, settings: dict[str, Any]
+) -> None:
+    response = post_many(pixmill_client, tool, solids([(20, 20)] * 2), settings)
+    assert response.status_code == 400
+    assert response.get_json()["code"] == "VALIDATION_ERROR"
+
+
+@pytest.mark.parametrize("tool", ["collage", "stitch", "split", "sprite-sheet"])
+def test_non_image_is_415_over_rest(pixmill_client: FlaskClient, tool: str) -> None:
+    parts = [(b"just some text, not a picture", "notes.txt"), *solids([(20, 20)])]
+    response = post_many(pixmill_client, tool, parts[:1] if tool == "split" else parts, {})
+    assert response.status_code == 415
+    assert response.get_json()["code"] == "UNSUPPORTED_FORMAT"
+
+
+def test_one_file_for_stitch_is_400_over_rest(pixmill_client: FlaskClient) -> None:
+    response = post_many(pixmill_client, "stitch", solids([(20, 20)]), {})
+    assert response.status_code == 400 and response.get_json()["code"] == "WRONG_FILE_COUNT"
+
+
+def test_sprite_sheet_zip_over_rest(pixmill_client: FlaskClient) -> None:
+    response = post_many(pixmill_client, "sprite-sheet", solids([(20, 20)] * 3), {"columns": 2})
+    assert response.status_code == 200, response.get_json(silent=True)
+    body = response.get_json(silent=True)
+    data = response.data
+    if body is not None:  # the result was stored: fetch it from its download URL
+        first = body["files"][0] if "files" in body else body
+        data = pixmill_client.get(first["downloadUrl"]).data
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert sorted(archive.namelist()) == ["spritesheet.json", "spritesheet.png"]
+
+
+def test_multi_image_tools_use_upright_sizes(run_tool: Any) -> None:
+    rotated = images.exif_rotated_jpeg(300, 200)  # stored 300x200, shown 200x300
+    parts = [(rotated, "r.jpg"), (encode(solid((1, 2, 3), (10, 10))), "s.png")]
+    assert decode(many(run_tool, "stitch", parts, alignment="start")).size == (210, 300)
+    members = unzip(many(run_tool, "sprite-sheet", parts))
+    frames = json.loads(members["spritesheet.json"])["frames"]
+    assert (frames["r.jpg"]["frame"]["w"], frames["r.jpg"]["frame"]["h"]) == (200, 300)
+    tiles = unzip(run(run_tool, "split", rotated, "r.jpg", rows=1, cols=2))
+    for data in tiles.values():
+        tile = decode(data)
+        assert tile.size == (100, 300) and tile.getexif().get(0x0112) in (None, 1)
+
+
+def test_an_icon_first_gives_a_png_collage(run_tool: Any) -> None:
+    icon = encode(solid((10, 20, 30), (32, 32)), "ICO")
+    outcome = many(run_tool, "collage", [(icon, "a.ico"), (icon, "b.ico")], width=300, height=100)
+    assert outcome.format.name == "png" and decode(outcome).size == (300, 100)
+
+
+def test_split_through_the_worker_returns_the_zip(pixmill_run_tool: Any) -> None:
+    outcome = pixmill_run_tool("split", encode(images.photo(40, 40)), "p.png", via="worker")
+    assert sorted(unzip(outcome)) == [f"p_r{r}_c{c}.png" for r in (1, 2) for c in (1, 2)]

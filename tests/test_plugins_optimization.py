@@ -1,14 +1,20 @@
-"""The optimization plugin (optimize-for-web, strip-metadata) on real images."""
+"""The optimization plugin (optimize-for-web, strip-metadata, edit-metadata, bulk-rename,
+image-to-pdf, favicon and the inspect sub-routes) on real images."""
 
 from __future__ import annotations
 
+import datetime
 import io
+import json
 import math
+import zipfile
 import zlib
 from typing import Any
 
 import pillow_heif
+import pypdfium2 as pdfium
 import pytest
+from flask.testing import FlaskClient
 from PIL import ExifTags, Image, ImageChops, ImageDraw, ImageOps, ImageStat, PngImagePlugin
 
 from pixmill.core.contracts import InputFile
@@ -19,7 +25,8 @@ from pixmill.core.errors import (
     SettingsError,
     UnsupportedFormatError,
 )
-from pixmill.testing import images
+from pixmill.plugins import optimization
+from pixmill.testing import check_plugin, images
 from pixmill.testing.images import decode, encode
 
 MAKE = ExifTags.Base.Make
@@ -133,6 +140,53 @@ def test_optimize_defaults_to_webp_quality_80(run_tool: Any) -> None:
     explicit = run_tool("optimize-for-web", source, format="webp", quality=80)
     assert decode(default).format == "WEBP"
     assert default.data == explicit.data
+
+
+def test_optimize_preview_is_the_same_encoding_on_a_small_copy_with_an_estimate(
+    run_tool: Any, pixmill_client: FlaskClient
+) -> None:
+    source = images.jpeg(1600, 1200, quality=95)
+    settings = {"format": "jpeg", "quality": 60, "previewWidth": 400}
+    preview = run_tool("optimize-for-web-preview", source, "big.jpg", **settings)
+    out = decode(preview)
+    assert out.format == "JPEG" and out.size == (400, 300)
+    assert preview.filename == "big-preview.jpg"
+    # Exactly what optimize-for-web gives for that size.
+    small = run_tool("optimize-for-web", source, "big.jpg", format="jpeg", quality=60,
+                     maxWidth=400)  # fmt: skip
+    assert preview.data == small.data
+    meta = preview.meta
+    assert meta["previewBytes"] == preview.size
+    assert (meta["previewWidth"], meta["previewHeight"]) == (400, 300)
+    assert (meta["fullWidth"], meta["fullHeight"]) == (1600, 1200)
+    assert meta["estimatedBytes"] == round(preview.size * 16)
+    full = run_tool("optimize-for-web", source, "big.jpg", format="jpeg", quality=60)
+    # Bytes do not scale exactly with pixels; the estimate is within a factor of two.
+    assert full.size / 2 < meta["estimatedBytes"] < full.size * 2
+    # maxWidth shrinks the "full" result the estimate is for; a preview never enlarges.
+    capped = run_tool("optimize-for-web-preview", source, "big.jpg", maxWidth=800)
+    assert (capped.meta["fullWidth"], capped.meta["fullHeight"]) == (800, 600)
+    tiny = run_tool("optimize-for-web-preview", images.jpeg(100, 80), "t.jpg")
+    assert decode(tiny).size == (100, 80)
+    # Over REST, at the seed's sub-route, with the facts as `meta`.
+    response = pixmill_client.post(
+        "/api/v1/tools/image/optimize-for-web/preview",
+        data={"file": (io.BytesIO(source), "big.jpg"), "settings": json.dumps(settings)},
+    )
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["meta"]["previewWidth"] == 400
+    bad = pixmill_client.post(
+        "/api/v1/tools/image/optimize-for-web/preview",
+        data={"file": (io.BytesIO(source), "big.jpg"), "settings": '{"previewWidth": 10}'},
+    )
+    assert bad.status_code == 400 and bad.get_json()["code"] == "VALIDATION_ERROR"
+
+
+def test_optimize_preview_of_an_animation_is_its_first_frame(run_tool: Any) -> None:
+    preview = run_tool("optimize-for-web-preview", images.animated_gif(64, 48, 4), "a.gif",
+                       format="png")  # fmt: skip
+    out = decode(preview)
+    assert out.size == (64, 48) and getattr(out, "n_frames", 1) == 1
 
 
 def test_optimize_makes_a_big_png_photo_much_smaller(run_tool: Any) -> None:
@@ -665,3 +719,485 @@ def test_quadrant_colours_survive_optimize(run_tool: Any) -> None:
     blue = out.convert("RGB").getpixel((45, 5))
     assert red[0] > 230 and red[2] < 30
     assert blue[2] > 230 and blue[0] < 30
+
+
+# --- conformance ------------------------------------------------------------------------------
+
+
+def test_optimization_plugin_conforms() -> None:
+    report = check_plugin(optimization)
+    report.assert_ok()
+    assert report.tools == [
+        "optimize-for-web",
+        "strip-metadata",
+        "edit-metadata",
+        "bulk-rename",
+        "image-to-pdf",
+        "favicon",
+    ]
+
+
+# --- shared helpers for the multi-file and document tools --------------------------------------
+
+
+def run_many(run_tool: Any, tool: str, uploads: list[tuple[bytes, str]], **settings: Any) -> Any:
+    return run_tool(tool, uploads[0][0], uploads[0][1], files={"file": uploads}, **settings)
+
+
+def zip_members(outcome: Any) -> dict[str, bytes]:
+    assert outcome.format.name == "zip"
+    with zipfile.ZipFile(io.BytesIO(outcome.data)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def pdf_pages(data: bytes) -> list[tuple[float, float]]:
+    document = pdfium.PdfDocument(data)
+    try:
+        return [document[i].get_size() for i in range(len(document))]
+    finally:
+        document.close()
+
+
+def post_file(
+    client: FlaskClient, route: str, uploads: list[tuple[bytes, str]], settings: Any = None
+) -> Any:
+    form: dict[str, Any] = {"file": [(io.BytesIO(data), name) for data, name in uploads]}
+    if settings is not None:
+        form["settings"] = json.dumps(settings)
+    return client.post(f"/api/v1/tools/image/{route}", data=form)
+
+
+def download(client: FlaskClient, response: Any) -> bytes:
+    assert response.status_code == 200, response.get_json()
+    return bytes(client.get(response.get_json()["downloadUrl"]).data)
+
+
+# --- bulk-rename ------------------------------------------------------------------------------
+
+
+def test_bulk_rename_numbers_pads_and_keeps_bytes_and_extensions(run_tool: Any) -> None:
+    uploads = [
+        (images.jpeg(20, 10), "beach.jpg"),
+        (images.png(12, 12), "logo.PNG"),
+        (images.tiny("GIF"), "dot.gif"),
+    ]
+    outcome = run_many(run_tool, "bulk-rename", uploads, pattern="trip-{n}", startIndex=7)
+    members = zip_members(outcome)
+    assert outcome.filename == "renamed.zip"
+    assert sorted(members) == ["manifest.json", "trip-007.jpg", "trip-008.png", "trip-009.gif"]
+    assert members["trip-007.jpg"] == uploads[0][0]
+    assert members["trip-008.png"] == uploads[1][0]
+    manifest = json.loads(members["manifest.json"])
+    assert manifest["files"] == [
+        {"from": "beach.jpg", "to": "trip-007.jpg"},
+        {"from": "logo.PNG", "to": "trip-008.png"},
+        {"from": "dot.gif", "to": "trip-009.gif"},
+    ]
+
+
+def test_bulk_rename_original_padding_and_collisions(run_tool: Any) -> None:
+    data = images.jpeg(16, 16)
+    uploads = [(data, "a.jpg"), (data, "b.jpg"), (data, "a.jpg")]
+    members = zip_members(run_many(run_tool, "bulk-rename", uploads, pattern="{original}"))
+    assert sorted(members) == ["a-2.jpg", "a.jpg", "b.jpg", "manifest.json"]
+    numbered = zip_members(
+        run_many(
+            run_tool, "bulk-rename", uploads, pattern="{original}_{n}", padding=0, startIndex=0
+        )
+    )
+    assert sorted(numbered) == ["a_0.jpg", "a_2.jpg", "b_1.jpg", "manifest.json"]
+    constant = zip_members(run_many(run_tool, "bulk-rename", uploads, pattern="same"))
+    assert sorted(constant) == ["manifest.json", "same-2.jpg", "same-3.jpg", "same.jpg"]
+
+
+def test_bulk_rename_date_from_exif_else_today(run_tool: Any) -> None:
+    dated = rich_image("JPEG")  # DateTimeOriginal 2024:05:06
+    undated = images.jpeg(16, 16)
+    uploads = [(dated, "x.jpg"), (undated, "y.jpg")]
+    members = zip_members(run_many(run_tool, "bulk-rename", uploads, pattern="{date}-{n}"))
+    today = datetime.date.today().isoformat()
+    assert sorted(members) == sorted(["2024-05-06-001.jpg", f"{today}-002.jpg", "manifest.json"])
+
+
+def test_bulk_rename_sanitises_unsafe_names(run_tool: Any) -> None:
+    uploads = [(images.jpeg(16, 16), "..\\..\\evil.jpg"), (images.jpeg(16, 16), "ok.jpg")]
+    members = zip_members(
+        run_many(run_tool, "bulk-rename", uploads, pattern="../x/{original}\x07:{n}")
+    )
+    names = [name for name in members if name != "manifest.json"]
+    assert names == ["x-evil-001.jpg", "x-ok-002.jpg"]
+    for name in names:
+        assert "/" not in name and "\\" not in name and ".." not in name
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"pattern": "img-{index}"}, "pattern"),
+        ({"pattern": "img-{n"}, "pattern"),
+        ({"pattern": "}{"}, "pattern"),
+        ({"pattern": ""}, "pattern"),
+        ({"pattern": "..//"}, "pattern"),
+        ({"padding": 11}, "padding"),
+        ({"padding": -1}, "padding"),
+        ({"startIndex": -1}, "startIndex"),
+        ({"startIndex": 1.5}, "startIndex"),
+    ],
+)
+def test_bulk_rename_bad_settings(run_tool: Any, settings: dict[str, Any], field: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        run_tool("bulk-rename", images.jpeg(16, 16), "a.jpg", **settings)
+    assert exc.value.status == 400
+    assert_field_error(exc, field)
+
+
+def test_bulk_rename_refuses_a_non_image(run_tool: Any) -> None:
+    uploads = [(images.jpeg(16, 16), "a.jpg"), (b"%PDF-1.4 not an image", "b.jpg")]
+    with pytest.raises(UnsupportedFormatError) as exc:
+        run_many(run_tool, "bulk-rename", uploads)
+    assert exc.value.status == 415
+
+
+# --- image-to-pdf -----------------------------------------------------------------------------
+
+
+def test_image_to_pdf_one_page_per_image_on_a4(run_tool: Any) -> None:
+    uploads = [
+        (images.jpeg(300, 200), "wide.jpg"),
+        (images.png(100, 160), "tall.png"),
+        (images.jpeg(120, 120), "square.jpg"),
+    ]
+    outcome = run_many(run_tool, "image-to-pdf", uploads, pageSize="A4", orientation="portrait")
+    assert outcome.format.name == "pdf" and outcome.filename == "images.pdf"
+    assert outcome.meta == {"pages": 3, "jpegQuality": 90}
+    pages = pdf_pages(outcome.data)
+    assert len(pages) == 3
+    for width, height in pages:
+        assert width == pytest.approx(595, abs=1) and height == pytest.approx(842, abs=1)
+
+
+def test_image_to_pdf_landscape_auto_and_letter(run_tool: Any) -> None:
+    wide = images.jpeg(300, 200)
+    landscape = run_tool("image-to-pdf", wide, "w.jpg", orientation="landscape")
+    assert pdf_pages(landscape.data) == [pytest.approx((842, 595), abs=1)]
+    auto = run_tool("image-to-pdf", wide, "w.jpg")  # auto: wide image, landscape page
+    assert pdf_pages(auto.data) == [pytest.approx((842, 595), abs=1)]
+    letter = run_tool("image-to-pdf", images.jpeg(100, 300), "t.jpg", pageSize="Letter")
+    assert pdf_pages(letter.data) == [pytest.approx((612, 792), abs=1)]
+
+
+def test_image_to_pdf_fit_page_is_the_image_plus_margins(run_tool: Any) -> None:
+    outcome = run_tool("image-to-pdf", images.jpeg(300, 200), "w.jpg", pageSize="fit", margin=10)
+    assert pdf_pages(outcome.data) == [pytest.approx((320, 220), abs=1)]
+
+
+def test_image_to_pdf_renders_the_image_with_margins_and_white_alpha(run_tool: Any) -> None:
+    img = Image.new("RGBA", (200, 200), (0, 0, 255, 255))
+    ImageDraw.Draw(img).rectangle((0, 0, 99, 199), fill=(255, 0, 0, 0))  # left half transparent
+    outcome = run_tool("image-to-pdf", encode(img, "PNG"), "a.png", pageSize="fit", margin=50)
+    document = pdfium.PdfDocument(outcome.data)
+    rendered = document[0].render(scale=1).to_pil().convert("RGB")
+    document.close()
+    assert rendered.size == (300, 300)
+    assert rendered.getpixel((10, 10)) == pytest.approx((255, 255, 255), abs=3)  # margin
+    assert rendered.getpixel((100, 150)) == pytest.approx((255, 255, 255), abs=6)  # was clear
+    blue = rendered.getpixel((200, 150))
+    assert blue[2] > 230 and blue[0] < 30
+
+
+def test_image_to_pdf_target_size(run_tool: Any) -> None:
+    source = encode(images.photo(600, 600), "PNG")
+    free = run_tool("image-to-pdf", source, "p.png")
+    target = len(free.data) // 3
+    small = run_tool("image-to-pdf", source, "p.png", targetSize={"value": target, "unit": "B"})
+    assert len(small.data) <= target and small.meta["jpegQuality"] < 90
+    assert len(pdf_pages(small.data)) == 1
+    with pytest.raises(BadRequestError) as exc:
+        run_tool("image-to-pdf", source, "p.png", targetSize={"value": 1, "unit": "KB"})
+    assert exc.value.status == 400 and exc.value.code == "TARGET_SIZE_UNREACHABLE"
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"pageSize": "B5"}, "pageSize"),
+        ({"orientation": "sideways"}, "orientation"),
+        ({"margin": -1}, "margin"),
+        ({"margin": 2001}, "margin"),
+        ({"margin": 400}, "margin"),  # leaves no room on A4
+        ({"targetSize": {"value": 0}}, "targetSize"),
+        ({"targetSize": {"value": 10, "unit": "GB"}}, "targetSize"),
+        ({"targetSize": 100}, "targetSize"),
+    ],
+)
+def test_image_to_pdf_bad_settings(run_tool: Any, settings: dict[str, Any], field: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        run_tool("image-to-pdf", images.jpeg(40, 30), "a.jpg", **settings)
+    assert exc.value.status == 400
+    assert_field_error(exc, field)
+
+
+def test_image_to_pdf_refuses_non_images_and_animations(run_tool: Any) -> None:
+    with pytest.raises(UnsupportedFormatError):
+        run_tool("image-to-pdf", b"just some text, not a picture", "a.jpg")
+    with pytest.raises(AnimatedImageError):
+        run_tool("image-to-pdf", images.animated_gif(), "a.gif")
+
+
+# --- favicon ----------------------------------------------------------------------------------
+
+
+def test_favicon_zip_holds_every_size(run_tool: Any) -> None:
+    outcome = run_tool("favicon", images.png(300, 200), "logo.png")
+    members = zip_members(outcome)
+    assert outcome.filename == "logo-favicon.zip"
+    assert set(members) == {
+        "favicon.ico",
+        "favicon-16x16.png",
+        "favicon-32x32.png",
+        "favicon-48x48.png",
+        "apple-touch-icon.png",
+        "android-chrome-192x192.png",
+        "android-chrome-512x512.png",
+        "site.webmanifest",
+        "favicon.html",
+    }
+    ico = Image.open(io.BytesIO(members["favicon.ico"]))
+    assert ico.format == "ICO"
+    assert sorted(ico.info["sizes"]) == [(16, 16), (32, 32), (48, 48)]
+    for name, side in optimization.FAVICON_PNGS.items():
+        png = decode(members[name])
+        assert png.format == "PNG" and png.size == (side, side), name
+    # Padded (the default): transparent bands above and below a wide image, opaque middle.
+    big = decode(members["android-chrome-512x512.png"])
+    assert big.getpixel((256, 5))[3] == 0 and big.getpixel((256, 256))[3] == 255
+    assert decode(members["apple-touch-icon.png"]).mode == "RGB"  # no alpha for iOS
+    manifest = json.loads(members["site.webmanifest"])
+    assert [icon["sizes"] for icon in manifest["icons"]] == ["192x192", "512x512"]
+    html = members["favicon.html"].decode()
+    assert '<link rel="apple-touch-icon"' in html and "site.webmanifest" in html
+
+
+def test_favicon_crop_background_padding_and_radius(run_tool: Any) -> None:
+    img = Image.new("RGB", (300, 100), (255, 0, 0))
+    ImageDraw.Draw(img).rectangle((0, 0, 99, 99), fill=(0, 255, 0))
+    cropped = zip_members(run_tool("favicon", encode(img, "PNG"), "r.png", fit="crop"))
+    centre = decode(cropped["android-chrome-192x192.png"]).convert("RGBA")
+    assert centre.getpixel((5, 5)) == (255, 0, 0, 255)  # the green left third was cropped off
+    padded = zip_members(
+        run_tool(
+            "favicon",
+            encode(img, "PNG"),
+            "r.png",
+            padding=20,
+            backgroundColor="#0000ff",
+            borderRadius=50,
+        )
+    )
+    icon = decode(padded["android-chrome-512x512.png"]).convert("RGBA")
+    assert icon.getpixel((0, 0))[3] == 0  # a circle: the corners are clear
+    assert icon.getpixel((256, 120)) == (0, 0, 255, 255)  # padding in the background colour
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"padding": 41}, "padding"),
+        ({"borderRadius": 51}, "borderRadius"),
+        ({"backgroundColor": "blue"}, "backgroundColor"),
+        ({"fit": "stretch"}, "fit"),
+    ],
+)
+def test_favicon_bad_settings(run_tool: Any, settings: dict[str, Any], field: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        run_tool("favicon", images.png(32, 32), "a.png", **settings)
+    assert_field_error(exc, field)
+
+
+def test_favicon_refuses_non_images(run_tool: Any) -> None:
+    with pytest.raises(UnsupportedFormatError):
+        run_tool("favicon", b"<svg-ish but not really>", "a.png")
+
+
+# --- edit-metadata and the inspect sub-routes -------------------------------------------------
+
+EDIT = {
+    "title": "Harbour at dawn",
+    "description": "Boats leaving the harbour",
+    "author": "Ada Lovelace",
+    "copyright": "(c) 2024 Ada",
+    "keywords": ["harbour", "dawn", "boats"],
+    "gps": {"latitude": -33.8568, "longitude": 151.2153, "altitude": 12.5},
+    "dateTime": "2023-02-03T04:05:06",
+}
+
+
+def assert_edited_fields(found: dict[str, Any]) -> None:
+    for key in ("title", "description", "author", "copyright", "keywords"):
+        assert found[key] == EDIT[key], key
+    assert found["gps"]["latitude"] == pytest.approx(-33.8568, abs=1e-5)
+    assert found["gps"]["longitude"] == pytest.approx(151.2153, abs=1e-5)
+    assert found["gps"]["altitude"] == pytest.approx(12.5)
+    assert found["dateTime"] == "2023-02-03T04:05:06"
+
+
+@pytest.mark.parametrize(
+    ("pil_format", "name"), [("JPEG", "jpg"), ("PNG", "png"), ("WEBP", "webp")]
+)
+def test_edit_metadata_round_trips_and_keeps_pixels(
+    run_tool: Any, pil_format: str, name: str
+) -> None:
+    source = encode(
+        images.photo(64, 48), pil_format, **({"lossless": True} if name == "webp" else {})
+    )
+    outcome = run_tool("edit-metadata", source, f"x.{name}", **EDIT)
+    assert outcome.format.name == name
+    out = decode(outcome)
+    assert same_pixels(out.convert("RGB"), decode(source).convert("RGB"))
+    if name == "jpg":  # the entropy-coded data is copied, not re-encoded
+        assert (
+            source[source.index(b"\xff\xda") :] == outcome.data[outcome.data.index(b"\xff\xda") :]
+        )
+    # Pillow's own EXIF reader sees what was written.
+    exif = out.getexif()
+    assert exif[ExifTags.Base.Artist] == "Ada Lovelace"
+    assert exif[ExifTags.Base.Copyright] == "(c) 2024 Ada"
+    assert exif[ExifTags.Base.ImageDescription] == "Boats leaving the harbour"
+    assert exif.get_ifd(EXIF_IFD)[DATE_TIME_ORIGINAL] == "2023:02:03 04:05:06"
+    gps = exif.get_ifd(GPS_IFD)
+    assert gps[ExifTags.GPS.GPSLatitudeRef] == "S" and gps[ExifTags.GPS.GPSLongitudeRef] == "E"
+    assert float(gps[ExifTags.GPS.GPSLatitude][0]) == 33
+    # And the inspect sub-route reads the same fields back.
+    found = run_tool("edit-metadata-inspect", outcome.data, f"x.{name}").json
+    assert_edited_fields(found)
+    assert found["exif"]["Artist"] == "Ada Lovelace"
+    assert "GPSLatitude" in found["exif"]["GPSInfo"]
+
+
+def test_edit_metadata_keeps_other_tags_unless_cleared(run_tool: Any) -> None:
+    source = rich_image("JPEG")  # Canon make/model, GPS, XMP, ICC, a comment
+    kept = decode(run_tool("edit-metadata", source, "x.jpg", author="Me"))
+    assert kept.getexif()[MAKE] == "Canon" and kept.getexif()[ExifTags.Base.Artist] == "Me"
+    assert GPS_IFD in kept.getexif() and xmp_of(kept) and kept.info.get("icc_profile") == SRGB
+    assert kept.getexif().get_ifd(EXIF_IFD)[DATE_TIME_ORIGINAL] == "2024:05:06 07:08:09"
+    cleared = decode(run_tool("edit-metadata", source, "x.jpg", author="Me", clear=True))
+    exif = cleared.getexif()
+    assert MAKE not in exif and GPS_IFD not in exif and exif[ExifTags.Base.Artist] == "Me"
+    assert not xmp_of(cleared) and not comment_of(cleared)
+    assert cleared.info.get("icc_profile") == SRGB
+
+
+def test_edit_metadata_empty_string_removes_and_remove_gps(run_tool: Any) -> None:
+    first = run_tool("edit-metadata", images.png(30, 20), "x.png", **EDIT)
+    second = run_tool("edit-metadata", first.data, "x.png", author="", removeGps=True)
+    found = run_tool("edit-metadata-inspect", second.data, "x.png").json
+    assert found["author"] is None and found["gps"] is None
+    assert found["title"] == EDIT["title"]
+
+
+def test_edit_metadata_tiff_is_lossless(run_tool: Any) -> None:
+    source = encode(images.photo(40, 30), "TIFF", compression="tiff_lzw")
+    settings = {k: v for k, v in EDIT.items() if k != "gps"}
+    outcome = run_tool("edit-metadata", source, "x.tiff", **settings)
+    out = decode(outcome)
+    assert out.format == "TIFF" and same_pixels(out, decode(source))
+    found = run_tool("edit-metadata-inspect", outcome.data, "x.tiff").json
+    assert found["author"] == "Ada Lovelace" and found["dateTime"] == "2023-02-03T04:05:06"
+    with pytest.raises(SettingsError):
+        run_tool("edit-metadata", source, "x.tiff", gps={"latitude": 1, "longitude": 2})
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"gps": {"latitude": 91, "longitude": 0}}, "gps"),
+        ({"gps": {"latitude": 0, "longitude": -180.5}}, "gps"),
+        ({"gps": {"longitude": 10}}, "gps"),
+        ({"dateTime": "yesterday"}, "dateTime"),
+        ({"title": "x" * 2001}, "title"),
+        ({"keywords": "a;b"}, "keywords"),
+        ({"clear": "yes please"}, "clear"),
+        ({"artist": "Me"}, "artist"),
+    ],
+)
+def test_edit_metadata_bad_settings(run_tool: Any, settings: dict[str, Any], field: str) -> None:
+    with pytest.raises(SettingsError) as exc:
+        run_tool("edit-metadata", images.jpeg(40, 30), "a.jpg", **settings)
+    assert exc.value.status == 400
+    assert_field_error(exc, field)
+
+
+def test_edit_metadata_bad_inputs(run_tool: Any) -> None:
+    with pytest.raises(UnsupportedFormatError) as exc:
+        run_tool("edit-metadata", b"hello world, plain text", "a.jpg", author="x")
+    assert exc.value.status == 415
+    with pytest.raises(UnsupportedFormatError):  # BMP carries no EXIF
+        run_tool("edit-metadata", images.tiny("BMP"), "a.bmp", author="x")
+    with pytest.raises(UnsupportedFormatError):  # GIF has no EXIF either
+        run_tool("edit-metadata", images.tiny("GIF"), "a.gif", author="x")
+    frames = [Image.new("RGB", (16, 16), colour) for colour in ("red", "blue")]
+    animated = encode(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    with pytest.raises(AnimatedImageError):
+        run_tool("edit-metadata", animated, "a.webp", author="x")
+
+
+def test_strip_inspect_lists_what_would_go(run_tool: Any) -> None:
+    found = run_tool("strip-metadata-inspect", rich_image("JPEG"), "x.jpg").json
+    assert found["format"] == "jpg"
+    assert found["gps"] is True
+    assert found["location"]["latitude"] == pytest.approx(52 + 31 / 60 + 12 / 3600, abs=1e-5)
+    assert {"Make", "Model", "DateTimeOriginal", "GPSLatitude"} <= set(found["exifTags"])
+    assert found["iccProfile"] == {"present": True, "size": len(SRGB)}
+    assert found["xmp"]["present"] is True
+    assert found["comments"] == [COMMENT.decode()]
+    png = run_tool("strip-metadata-inspect", rich_image("PNG"), "x.png").json
+    assert png["gps"] is True and png["xmp"]["present"] is True
+    assert any(c.startswith("Comment") for c in png["comments"])
+    clean = run_tool("strip-metadata-inspect", images.tiny("PNG"), "x.png").json
+    assert clean["gps"] is False and clean["exifTags"] == [] and clean["comments"] == []
+
+
+def test_strip_inspect_agrees_with_strip(run_tool: Any) -> None:
+    stripped = run_tool("strip-metadata", rich_image("JPEG"), "x.jpg")
+    found = run_tool("strip-metadata-inspect", stripped.data, "x.jpg").json
+    assert found["gps"] is False and found["xmp"]["present"] is False
+    assert found["iccProfile"]["present"] is True  # kept by default
+
+
+def test_inspect_sub_routes_over_rest(pixmill_client: FlaskClient) -> None:
+    source = rich_image("JPEG")
+    edited = download(
+        pixmill_client,
+        post_file(pixmill_client, "edit-metadata", [(source, "x.jpg")], EDIT),
+    )
+    response = post_file(pixmill_client, "edit-metadata/inspect", [(edited, "x.jpg")])
+    assert response.status_code == 200, response.get_json()
+    assert_edited_fields(response.get_json())
+    stripped = post_file(pixmill_client, "strip-metadata/inspect", [(source, "x.jpg")])
+    assert stripped.status_code == 200 and stripped.get_json()["gps"] is True
+    described = pixmill_client.get("/api/v1/tools/image/edit-metadata/inspect").get_json()
+    assert described["id"] == "edit-metadata-inspect"
+    bad = post_file(
+        pixmill_client,
+        "edit-metadata",
+        [(source, "x.jpg")],
+        {"gps": {"latitude": 95, "longitude": 0}},
+    )
+    assert bad.status_code == 400 and bad.get_json()["code"] == "VALIDATION_ERROR"
+    not_image = post_file(pixmill_client, "strip-metadata/inspect", [(b"plain text", "a.jpg")])
+    assert not_image.status_code == 415
+
+
+def test_document_tools_over_rest(pixmill_client: FlaskClient) -> None:
+    uploads = [(images.jpeg(40, 30), "a.jpg"), (images.png(30, 40), "b.png")]
+    pdf = download(pixmill_client, post_file(pixmill_client, "image-to-pdf", uploads))
+    assert len(pdf_pages(pdf)) == 2
+    archive = download(
+        pixmill_client, post_file(pixmill_client, "bulk-rename", uploads, {"pattern": "{n}"})
+    )
+    with zipfile.ZipFile(io.BytesIO(archive)) as members:
+        assert sorted(members.namelist()) == ["001.jpg", "002.png", "manifest.json"]
+    bad = post_file(pixmill_client, "bulk-rename", uploads, {"pattern": "{nope}"})
+    assert bad.status_code == 400 and bad.get_json()["code"] == "VALIDATION_ERROR"
+    bounds = post_file(pixmill_client, "favicon", uploads[:1], {"padding": 99})
+    assert bounds.status_code == 400 and bounds.get_json()["code"] == "VALIDATION_ERROR"

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from PIL import Image
 
 from pixmill import Settings, Tool, hookimpl
-from pixmill.core.catalogue import inputs_of
+from pixmill.core.catalogue import inputs_of, tool_path
 from pixmill.core.config import Config
 from pixmill.core.plugin_host import load_registry
 from pixmill.server.app import create_app
@@ -331,7 +331,7 @@ def test_openapi_documents_every_tool(client: FlaskClient, app: Flask) -> None:
     assert spec["openapi"] == "3.1.0"
     registry = app.extensions["pixmill"].registry
     for definition in registry.catalogue():
-        operation = spec["paths"][f"/api/v1/tools/image/{definition.id}"]["post"]
+        operation = spec["paths"][tool_path(definition)]["post"]
         form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
         parts = {spec.name for spec in inputs_of(definition)} | {"settings"}
         assert parts <= set(form["properties"]), definition.id

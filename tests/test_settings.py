@@ -7,20 +7,15 @@ real images, with every file input it declares; a definition the walk cannot exe
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
 import pytest
 from marshmallow import ValidationError, fields, missing, validate, validates_schema
-from PIL import Image
 
-from pixmill import Color, OutputKind, Settings, parse_color
-from pixmill.core.config import Config
-from pixmill.core.contracts import Extractor, FileInput, Source, Tool
+from pixmill import Color, Settings, parse_color
+from pixmill.core.contracts import Extractor, Source, Tool
 from pixmill.core.errors import SettingsError
-from pixmill.core.execution import execute
-from pixmill.core.imageio import ImageLimits, open_image, sniff_format
 from pixmill.core.plugin_host import BUILTIN_PACKAGE, Registry, load_registry
 from pixmill.core.settings import (
     camelcase,
@@ -29,7 +24,6 @@ from pixmill.core.settings import (
     to_json_schema,
     validate_settings,
 )
-from pixmill.testing import images
 
 
 class Inner(Settings):
@@ -326,51 +320,6 @@ def test_builtin_settings_document_every_field(definition: Tool | Extractor | So
         wire = field.data_key or name
         assert properties[wire].get("description"), f"{definition.id}.{wire} has no description"
         assert field.load_default is not missing, f"{definition.id}.{wire} has no default"
-
-
-def _image_for(spec: FileInput, index: int = 0) -> tuple[bytes, str]:
-    if spec.name == "file":
-        # Large enough for every example's coordinates (e.g. crop at 10,10 size 200x150).
-        return images.jpeg(320, 240), f"photo-{index}.jpg"
-    return images.png(96, 64), f"{spec.name}-{index}.png"
-
-
-def _inputs_for(definition: Tool | Extractor) -> dict[str, list[tuple[bytes, str]]]:
-    declared = definition.inputs if isinstance(definition, Tool) else (FileInput(),)
-    return {
-        spec.name: [_image_for(spec, i) for i in range(2 if spec.multiple else 1)]
-        for spec in declared
-    }
-
-
-@pytest.mark.parametrize(
-    "definition",
-    [*REGISTRY.tools.values(), *REGISTRY.extractors.values()],
-    ids=_definition_id,
-)
-def test_every_tool_and_extractor_runs_its_example_once(
-    definition: Tool | Extractor, limits: ImageLimits, config: Config
-) -> None:
-    outcome = execute(
-        definition,
-        _inputs_for(definition),
-        dict(definition.example),
-        limits=limits,
-        config=config.plugin_config(),
-    )
-    if isinstance(definition, Extractor) or definition.output is OutputKind.JSON:
-        assert outcome.kind is OutputKind.JSON and outcome.json is not None
-        json.dumps(outcome.json)
-        schema = getattr(definition, "output_schema", None)
-        if schema is not None:
-            assert schema().validate(outcome.json) == {}, outcome.json
-        return
-    assert outcome.data and outcome.format is not None and outcome.filename
-    assert sniff_format(outcome.data).pil_name == outcome.format.pil_name
-    assert outcome.filename.endswith(f".{outcome.format.extension}")
-    result = open_image(outcome.data, limits, allow_animation=True)
-    assert result.width > 0 and result.height > 0
-    Image.open(io.BytesIO(outcome.data)).verify()
 
 
 def test_the_walk_covers_every_registered_definition(registry: Registry) -> None:

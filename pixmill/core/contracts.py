@@ -24,7 +24,7 @@ from typing import Any
 from marshmallow import Schema
 from PIL import Image
 
-from pixmill.core.errors import BadRequestError, CancelledError
+from pixmill.core.errors import BadRequestError, CancelledError, UnsupportedFormatError
 from pixmill.core.imageio import (
     ImageFormat,
     ImageHeader,
@@ -34,17 +34,21 @@ from pixmill.core.imageio import (
     iter_frames,
     open_image,
     open_lazily,
+    sniff_document,
     sniff_format,
 )
 
 ID_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-SECTIONS = ("image",)
+# URL sections of the seed API: `/api/v1/tools/<section>/<id>` (pdf-to-image lives under pdf).
+SECTIONS = ("image", "pdf")
 
 
 class OutputKind(StrEnum):
     IMAGE = "image"
     IMAGES = "images"
     JSON = "json"
+    # A file that is not an image (ZIP, PDF, SVG): a `FileResult` in a document format.
+    FILE = "file"
 
 
 class PluginKind(StrEnum):
@@ -61,6 +65,10 @@ class FileInput:
     description: str = "the image to process"
     multiple: bool = False
     required: bool = True
+    # Document formats this part takes besides images: ("pdf",) for pdf-to-image, ("svg",) for
+    # svg-to-raster. Such a file's `format` is the document format; it is never decoded by
+    # the core, the tool parses it.
+    documents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,13 @@ class Tool:
     cacheable: bool = True
     version: str = "1"
     example: Mapping[str, Any] = field(default_factory=dict)
+    # Where it answers under /api/v1/tools/<section>/: its id, or `<tool-id>/<action>` for a
+    # sub-route of another tool (edit-metadata/inspect).
+    route: str | None = None
+    # Optional dependencies: importable module names, and the pip requirement that brings them.
+    # A tool whose modules are missing is listed as unavailable with that install command.
+    requires: tuple[str, ...] = ()
+    install: str | None = None
     kind: PluginKind = field(default=PluginKind.TOOL, init=False)
 
 
@@ -103,6 +118,9 @@ class Extractor:
     cacheable: bool = True
     version: str = "1"
     example: Mapping[str, Any] = field(default_factory=dict)
+    route: str | None = None  # as for tools
+    requires: tuple[str, ...] = ()
+    install: str | None = None
     kind: PluginKind = field(default=PluginKind.EXTRACTOR, init=False)
 
 
@@ -147,23 +165,38 @@ class ImageResult:
     frames: list[Image.Image] | None = None
     durations: list[int] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # JSON-able facts about the result (compare's similarity score), returned as `meta`.
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class FileResult:
-    """An already encoded result (for tools that search over encodings, e.g. compress)."""
+    """An already encoded result: an image (compress searches over encodings) or, for tools
+    declared `output=OutputKind.FILE`, a document (`zip`, `pdf`, `svg`, `json`).
+
+    `filename` (a stem, no extension) names the download; by default the input's stem.
+    """
 
     data: bytes
     format: str
+    filename: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class InputFile:
     """One uploaded file: its bytes, name and sniffed format, and safe ways to decode it."""
 
-    def __init__(self, data: bytes, filename: str, limits: ImageLimits) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        filename: str,
+        limits: ImageLimits,
+        documents: tuple[str, ...] = (),
+    ) -> None:
         self.data = data
         self.filename = filename or "image"
         self.limits = limits
+        self.documents = documents
         self._format: ImageFormat | None = None
         self._header: ImageHeader | None = None
         self._opened: Image.Image | None = None
@@ -176,7 +209,18 @@ class InputFile:
     def format(self) -> ImageFormat:
         """The format its magic bytes say it is (415 `UNSUPPORTED_FORMAT` when none allowed)."""
         if self._format is None:
-            self._format = sniff_format(self.data)
+            try:
+                self._format = sniff_format(self.data)
+            except UnsupportedFormatError as error:
+                document = sniff_document(self.data, self.documents)
+                if document is None and self.documents:
+                    raise UnsupportedFormatError(
+                        f"{error.message}; this part also takes {', '.join(self.documents)}",
+                        details={**error.details, "documents": list(self.documents)},
+                    ) from None
+                if document is None:
+                    raise
+                self._format = document
         return self._format
 
     @property

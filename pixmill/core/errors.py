@@ -86,6 +86,13 @@ class AnimatedImageError(PixmillError):
     code = "ANIMATED_IMAGE_UNSUPPORTED"
 
 
+class UnavailableError(PixmillError):
+    """A tool whose optional dependencies are not installed: the answer says what to install."""
+
+    status = 503
+    code = "TOOL_UNAVAILABLE"
+
+
 class ToolFailedError(PixmillError):
     """A plugin raised something unexpected while running: reported, never a crash."""
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pixmill.core.catalogue import check_available
 from pixmill.core.contracts import (
     Context,
     Extractor,
@@ -34,10 +35,12 @@ from pixmill.core.errors import (
     ToolFailedError,
 )
 from pixmill.core.imageio import (
+    DOCUMENT_FORMATS,
     ImageFormat,
     ImageLimits,
     encode_image,
     format_by_name,
+    result_format_by_name,
     sniff_format,
 )
 from pixmill.core.plugin_host import traced
@@ -60,6 +63,8 @@ class Outcome:
     filename: str | None = None
     json: Mapping[str, Any] | None = None
     input_size: int = 0
+    # Facts a tool reported about its result (ImageResult.meta / FileResult.meta).
+    meta: Mapping[str, Any] | None = None
 
     @property
     def size(self) -> int:
@@ -107,7 +112,7 @@ def build_inputs(
                 code="TOO_MANY_FILES",
                 details={"field": spec.name},
             )
-        wrapped = [InputFile(data, filename, limits) for data, filename in uploads]
+        wrapped = [InputFile(data, filename, limits, spec.documents) for data, filename in uploads]
         for item in wrapped:
             item.format  # noqa: B018 - sniff now: a non-image is refused before any work
         result[spec.name] = wrapped if spec.multiple else wrapped[0]
@@ -126,6 +131,7 @@ def execute(
     is_cancelled: Callable[[], bool] | None = None,
 ) -> Outcome:
     """Validate, run and encode one call of a tool or extractor."""
+    check_available(definition)
     settings = validate_settings(definition.settings, raw_settings)
     inputs = build_inputs(definition, files, limits)
     ctx = Context(
@@ -204,8 +210,22 @@ def _to_outcome(tool: Tool, produced: Any, main_file: InputFile | None, input_si
             action="encode",
         )
     elif isinstance(produced, FileResult):
-        fmt = format_by_name(produced.format)
+        try:
+            fmt = result_format_by_name(produced.format)
+        except PixmillError:
+            raise ToolFailedError(
+                f"{tool.id} returned a FileResult in unknown format {produced.format!r}",
+                code=PLUGIN_CONTRACT_VIOLATION,
+            ) from None
+        if (fmt.name in DOCUMENT_FORMATS) != (tool.output is OutputKind.FILE):
+            raise ToolFailedError(
+                f"{tool.id} returned a {fmt.name} file but declares output={tool.output.value!r}"
+                " (documents need output=OutputKind.FILE, images the default)",
+                code=PLUGIN_CONTRACT_VIOLATION,
+            )
         data = produced.data
+        if produced.filename:
+            stem = safe_stem(produced.filename, stem)
     else:
         raise ToolFailedError(
             f"{tool.id} returned {type(produced).__name__}; image tools return an ImageResult "
@@ -213,11 +233,12 @@ def _to_outcome(tool: Tool, produced: Any, main_file: InputFile | None, input_si
             code=PLUGIN_CONTRACT_VIOLATION,
         )
     return Outcome(
-        OutputKind.IMAGE,
+        OutputKind.FILE if fmt.name in DOCUMENT_FORMATS else OutputKind.IMAGE,
         data=data,
         format=fmt,
         filename=f"{stem}.{fmt.extension}",
         input_size=input_size,
+        meta=_as_json(tool.id, produced.meta) if produced.meta else None,
     )
 
 

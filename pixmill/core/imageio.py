@@ -64,6 +64,17 @@ _FORMATS = (
     ImageFormat("ico", "ICO", "ico", "image/x-icon", True, False, False, False, False),
 )
 FORMATS: dict[str, ImageFormat] = {f.name: f for f in _FORMATS}
+# Files a tool may return that are not images (`OutputKind.FILE`): never decoded, never accepted
+# as inputs, only stored and served with their media type.
+DOCUMENT_FORMATS: dict[str, ImageFormat] = {
+    f.name: f
+    for f in (
+        ImageFormat("zip", "", "zip", "application/zip", False, False, False, False, False),
+        ImageFormat("pdf", "", "pdf", "application/pdf", False, False, False, False, False),
+        ImageFormat("svg", "", "svg", "image/svg+xml", False, False, False, False, False),
+        ImageFormat("json", "", "json", "application/json", False, False, False, False, False),
+    )
+}
 FORMAT_ALIASES = {"jpeg": "jpg", "tif": "tiff", "jpe": "jpg"}
 OUTPUT_FORMAT_NAMES = tuple(FORMATS)
 
@@ -87,6 +98,23 @@ def format_by_name(name: str) -> ImageFormat:
         raise UnsupportedFormatError(
             f"unknown image format {name!r}; supported: {', '.join(OUTPUT_FORMAT_NAMES)}"
         ) from None
+
+
+def result_format_by_name(name: str) -> ImageFormat:
+    """An image format or a document format (zip, pdf, svg, json) a tool's result may have."""
+    document = DOCUMENT_FORMATS.get(name.lower().lstrip("."))
+    return document if document is not None else format_by_name(name)
+
+
+def sniff_document(data: bytes, accepted: tuple[str, ...]) -> ImageFormat | None:
+    """The document format (`pdf`, `svg`) of a file a tool accepts besides images, or None."""
+    if "pdf" in accepted and data[:5] == b"%PDF-":
+        return DOCUMENT_FORMATS["pdf"]
+    if "svg" in accepted:
+        head = data[:65536].lstrip(b"\xef\xbb\xbf \t\r\n")
+        if head.startswith((b"<?xml", b"<svg", b"<!--", b"<!DOCTYPE")) and b"<svg" in head:
+            return DOCUMENT_FORMATS["svg"]
+    return None
 
 
 def sniff_format(data: bytes) -> ImageFormat:

@@ -63,7 +63,7 @@ from typing import Any, Protocol
 
 from pixmill.core.batch import BatchMember, check_batch_size, submit_members
 from pixmill.core.blobs import BlobKey, BlobStore, safe_filename
-from pixmill.core.catalogue import tool_path
+from pixmill.core.catalogue import output_kind, tool_path
 from pixmill.core.contracts import Extractor, Inputs, OutputKind, Tool
 from pixmill.core.dispatch import (
     DEFAULT_QUEUE,
@@ -122,7 +122,8 @@ def step_refusal(definition: Tool | Extractor) -> str | None:
     """Why a tool or extractor cannot be a pipeline step, or None when it can."""
     if isinstance(definition, Extractor) or definition.output is not OutputKind.IMAGE:
         return (
-            f"{definition.id} returns JSON, not an image, so it cannot be a pipeline step; "
+            f"{definition.id} returns {output_kind(definition).value}, not an image, so it "
+            "cannot be a pipeline step; "
             f"call it on the pipeline's result with POST {tool_path(definition)}"
         )
     parts = {spec.name: spec for spec in definition.inputs}

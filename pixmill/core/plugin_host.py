@@ -214,6 +214,18 @@ class Registry:
             )
         return entry
 
+    def route_entry(self, route: str, section: str) -> Tool | Extractor:
+        """The tool or extractor serving a sub-route such as `edit-metadata/inspect`."""
+        entries: list[Tool | Extractor] = [*self.tools.values(), *self.extractors.values()]
+        for entry in entries:
+            if entry.route == route and entry.section == section:
+                return entry
+        raise NotFoundError(
+            f"no route {route!r} in section {section!r}",
+            code="TOOL_NOT_FOUND",
+            details={"route": route},
+        )
+
     def tool(self, tool_id: str) -> Tool:
         try:
             return self.tools[tool_id]
@@ -491,6 +503,8 @@ def _add(
 
 
 QUEUE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+# A sub-route sits under another tool's path; `batch` is taken by the batch endpoint.
+ROUTE_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*/(?!batch$)[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 
 def _check_run_policy(definition: Tool | Extractor) -> str | None:
@@ -506,6 +520,17 @@ def _check_run_policy(definition: Tool | Extractor) -> str | None:
         isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1
     ):
         return f"max_attempts must be an integer of at least 1 or None, got {attempts!r}"
+    route = definition.route
+    if route is not None and (not isinstance(route, str) or not ROUTE_PATTERN.match(route)):
+        return (
+            f"route {route!r} is not `<tool-id>/<action>` (kebab-case words; the action cannot "
+            "be 'batch')"
+        )
+    requires = definition.requires
+    if not isinstance(requires, tuple) or not all(isinstance(m, str) for m in requires):
+        return f"requires must be a tuple of module names, got {requires!r}"
+    if requires and not isinstance(definition.install, str):
+        return "a definition that requires optional modules names its `install` requirement"
     return None
 
 

@@ -550,7 +550,7 @@ class _Attempt:
             "size": stored.size,
             "format": outcome.format.name,
         }
-        return [ref], None
+        return [ref], dict(outcome.meta) if outcome.meta else None
 
     # -- endings ---------------------------------------------------------------------------
 

@@ -529,7 +529,11 @@ MACHADO_2009: dict[str, tuple[RGB, RGB, RGB]] = {
 # Achromatopsia sees only luminance (Rec. 709 Y of linear RGB); achromatomaly is taken at the
 # same 0.6 severity as the anomalies above: 60% of the way from the colour to its luminance.
 ACHROMATOMALY_SEVERITY = 0.6
-SIMULATIONS = (*MACHADO_2009, "achromatopsia", "achromatomaly")
+# Blue cone monochromacy: only the S cones (and rods) work, so one signal remains: the S-cone
+# response, the S row of the linear-sRGB to LMS matrix of Viénot, Brettel & Mollon (1999),
+# normalised to keep white white.
+S_CONE = (0.01775, 0.10944, 0.87257)
+SIMULATIONS = (*MACHADO_2009, "achromatopsia", "achromatomaly", "blueConeMonochromacy")
 
 
 # The simulations clip negative light to 0 and then take the steep sRGB curve near black, so
@@ -541,6 +545,10 @@ def deficiency_matrix(kind: str) -> tuple[RGB, RGB, RGB]:
     """`kind` as one linear-RGB matrix (the achromatic types blend towards luminance)."""
     if kind in MACHADO_2009:
         return MACHADO_2009[kind]
+    if kind == "blueConeMonochromacy":
+        total = sum(S_CONE)
+        row = (S_CONE[0] / total, S_CONE[1] / total, S_CONE[2] / total)
+        return row, row, row
     share = 1.0 if kind == "achromatopsia" else ACHROMATOMALY_SEVERITY
     y_r, y_g, y_b = (share * weight for weight in LUMA)
     keep = 1 - share
@@ -574,8 +582,9 @@ class ColorBlindnessSettings(Settings):
         metadata={
             "description": "the colour vision deficiency to simulate: protanopia, deuteranopia, "
             "tritanopia (Machado et al. 2009, severity 1.0), protanomaly, deuteranomaly, "
-            "tritanomaly (severity 0.6), achromatopsia (luminance only) or achromatomaly "
-            "(60% towards luminance)"
+            "tritanomaly (severity 0.6), achromatopsia (luminance only), achromatomaly "
+            "(60% towards luminance) or blueConeMonochromacy (only the S-cone response, "
+            "Viénot et al. 1999: blues stay bright, reds go dark)"
         },
     )
 

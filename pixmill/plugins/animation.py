@@ -1,4 +1,5 @@
-"""Built-in animation tools: gif-webp (animated GIF <-> animated WebP) and gif-tools.
+"""Built-in animation tools: gif-webp (animated GIF <-> animated WebP) and gif-tools, with
+its sub-routes gif-tools/extract-frames (a ZIP of PNG frames) and gif-tools/info.
 
 Written exactly as a third-party plugin would be: helpers on top, `@hookimpl` at the bottom,
 registered through the `pixmill` entry point in setup.cfg.
@@ -15,14 +16,29 @@ optimize, rotate, caption) handle it; reverse and speed refuse it with 422 `NOT_
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 from PIL import Image
 
-from pixmill import Color, Context, ImageResult, InputFile, Inputs, Settings, Tool, hookimpl
-from pixmill.core.errors import InvalidImageError
+from pixmill import (
+    Color,
+    Context,
+    Extractor,
+    FileResult,
+    ImageResult,
+    InputFile,
+    Inputs,
+    OutputKind,
+    Settings,
+    Tool,
+    hookimpl,
+)
+from pixmill.core.archives import zip_archive
+from pixmill.core.errors import BadRequestError, InvalidImageError
+from pixmill.core.imageio import encode_image
 from pixmill.plugins.essentials import RESAMPLE, check_output_size, resamplable
 from pixmill.plugins.watermark import place_text, stamp
 
@@ -408,6 +424,142 @@ def run_gif_tools(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> Ima
     )
 
 
+# --- gif-tools/extract-frames and gif-tools/info ----------------------------------------------
+
+MAX_FRAME_NUMBER = 100_000
+
+
+class ExtractFramesSettings(Settings):
+    every = fields.Integer(
+        load_default=1,
+        validate=validate.Range(1, 1000),
+        metadata={"description": "keep every Nth frame (1: all) from start on"},
+    )
+    start = fields.Integer(
+        load_default=1,
+        validate=validate.Range(1, MAX_FRAME_NUMBER),
+        metadata={"description": "first frame to extract, counting from 1"},
+    )
+    end = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(1, MAX_FRAME_NUMBER),
+        metadata={"description": "last frame to extract (inclusive); default: the last one"},
+    )
+
+    @validates_schema
+    def _ordered(self, data: dict[str, Any], **_: Any) -> None:
+        end = data.get("end")
+        if end is not None and end < data.get("start", 1):
+            raise ValidationError("end must not be before start", "end")
+
+
+def run_extract_frames(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> FileResult:
+    source = inputs.file
+    animation = Animation.read(ctx, source)
+    count = len(animation.frames)
+    start, end = settings["start"], settings["end"] or count
+    if start > count:
+        raise BadRequestError(
+            f"start is frame {start} but the image has {count} frame(s)",
+            code="FRAME_OUT_OF_RANGE",
+            details={"start": start, "frames": count},
+        )
+    end = min(end, count)
+    entries: list[tuple[str, bytes]] = []
+    listing: list[dict[str, Any]] = []
+    chosen = range(start, end + 1, settings["every"])
+    for position, number in enumerate(chosen):
+        ctx.check_cancelled()
+        ctx.progress(position / len(chosen), f"frame {number}")
+        name = f"{source.stem}-frame-{number:03}.png"
+        entries.append((name, encode_image(animation.frames[number - 1], "png")))
+        listing.append({"file": name, "frame": number, "duration": animation.durations[number - 1]})
+    manifest = {
+        "source": source.filename,
+        "frameCount": count,
+        "width": animation.frames[0].width,
+        "height": animation.frames[0].height,
+        "loop": animation.loop,
+        "frames": listing,
+    }
+    entries.append(("frames.json", json.dumps(manifest, indent=2).encode("utf-8")))
+    return FileResult(
+        data=zip_archive(entries),
+        format="zip",
+        meta={"frames": len(listing), "frameCount": count},
+    )
+
+
+class GifInfoSettings(Settings):
+    pass
+
+
+class GifInfoOutput(Settings):
+    format = fields.String(required=True, metadata={"description": "gif, webp, png or avif"})
+    frame_count = fields.Integer(required=True, metadata={"description": "number of frames"})
+    width = fields.Integer(required=True, metadata={"description": "width in pixels"})
+    height = fields.Integer(required=True, metadata={"description": "height in pixels"})
+    durations = fields.List(
+        fields.Integer(), required=True, metadata={"description": "each frame's duration, ms"}
+    )
+    total_duration = fields.Integer(
+        required=True, metadata={"description": "one play of all frames, in ms"}
+    )
+    loop = fields.Integer(
+        allow_none=True,
+        metadata={
+            "description": "the loop count as stored: for GIF the number of repeats (0 = "
+            "forever), for WebP the number of plays (0 = forever); null when none is stored "
+            "(a GIF then plays once)"
+        },
+    )
+    loops_forever = fields.Boolean(required=True, metadata={"description": "plays endlessly"})
+    transparency = fields.Boolean(
+        required=True, metadata={"description": "whether any frame has transparent pixels"}
+    )
+
+
+def extract_gif_info(ctx: Context, image: InputFile, settings: dict[str, Any]) -> dict[str, Any]:
+    animation = Animation.read(ctx, image)
+    transparent = False
+    for frame in animation.frames:
+        lowest = frame.getchannel("A").getextrema()[0] if "A" in frame.getbands() else 255
+        if isinstance(lowest, int | float) and lowest < 255:
+            transparent = True
+            break
+    loop = animation.loop
+    animated = len(animation.frames) > 1
+    return {
+        "format": image.format.name,
+        "frameCount": len(animation.frames),
+        "width": animation.frames[0].width,
+        "height": animation.frames[0].height,
+        "durations": animation.durations if animated else [],
+        "totalDuration": sum(animation.durations) if animated else 0,
+        "loop": loop,
+        "loopsForever": animated and loop == 0,
+        "transparency": transparent,
+    }
+
+
+@hookimpl
+def pixmill_extractors() -> list[Extractor]:
+    return [
+        Extractor(
+            id="gif-tools-info",
+            name="GIF Info",
+            description="Describe an animated GIF (or WebP, PNG, AVIF) at gif-tools/info: frame "
+            "count, size, each frame's duration, total duration, loop count and whether any "
+            "frame has transparency.",
+            settings=GifInfoSettings,
+            extract=extract_gif_info,
+            output_schema=GifInfoOutput,
+            route="gif-tools/info",
+        ),
+    ]
+
+
 @hookimpl
 def pixmill_tools() -> list[Tool]:
     return [
@@ -428,5 +580,19 @@ def pixmill_tools() -> list[Tool]:
             settings=GifToolsSettings,
             run=run_gif_tools,
             example={"action": "resize", "width": 160},
+        ),
+        Tool(
+            id="gif-tools-extract-frames",
+            name="GIF Frame Extractor",
+            description="Extract the frames of an animated GIF (or WebP, PNG, AVIF) at "
+            "gif-tools/extract-frames as a ZIP of full-size PNGs named "
+            "<stem>-frame-001.png, ... (numbered from 1 as in the animation), optionally every "
+            "Nth frame between start and end, plus frames.json listing each file with its "
+            "frame number and duration in ms, the loop count and the size.",
+            settings=ExtractFramesSettings,
+            run=run_extract_frames,
+            output=OutputKind.FILE,
+            route="gif-tools/extract-frames",
+            example={"every": 1},
         ),
     ]

@@ -18,12 +18,13 @@ from typing import Any
 import segno
 import zxingcpp
 from marshmallow import ValidationError, fields, validate, validates_schema
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from pixmill import (
     Color,
     Context,
     Extractor,
+    FileInput,
     ImageResult,
     InputFile,
     Inputs,
@@ -34,6 +35,7 @@ from pixmill import (
 )
 from pixmill.core.errors import BadRequestError, ImageTooLargeError
 from pixmill.core.imageio import has_alpha
+from pixmill.plugins.essentials import RESAMPLE
 
 # ---------------------------------------------------------------------------------------------
 # qr-generate
@@ -43,6 +45,15 @@ QR_MAX_MARGIN = 64
 # The largest QR code (version 40, level L) holds 2953 bytes; longer text can never fit.
 QR_MAX_DATA = 2953
 ERROR_CORRECTION_LEVELS = ("L", "M", "Q", "H")
+# Share of the symbol each level can lose and still decode; a logo may cover half of it, so
+# the other half is left for real-world damage (glare, print defects).
+RECOVERABLE = {"L": 0.07, "M": 0.15, "Q": 0.25, "H": 0.30}
+LOGO_MAX_PERCENT = 30
+DOT_STYLES = ("square", "rounded", "dots")
+CORNER_STYLES = ("square", "rounded", "dots")
+FINDER = 7  # a finder pattern is 7x7 modules
+# Below this many pixels per module there is no room to round anything: styles draw squares.
+MIN_STYLED_MODULE_PX = 4
 
 
 class QrGenerateSettings(Settings):
@@ -86,6 +97,33 @@ class QrGenerateSettings(Settings):
         },
     )
 
+    dot_style = fields.String(
+        load_default="square",
+        validate=validate.OneOf(DOT_STYLES),
+        metadata={
+            "description": "shape of the data modules: square, rounded (rounded squares) or "
+            "dots (circles); needs at least 4 pixels per module, else squares are drawn"
+        },
+    )
+    corner_style = fields.String(
+        load_default="square",
+        validate=validate.OneOf(CORNER_STYLES),
+        metadata={
+            "description": "shape of the three corner finder patterns: square, rounded or "
+            "dots (a round eye in a rounded frame)"
+        },
+    )
+    logo_size = fields.Integer(
+        load_default=20,
+        validate=validate.Range(5, LOGO_MAX_PERCENT),
+        metadata={
+            "description": "width of the optional `logo` file part, in percent of the code's "
+            "width (5-30), centred on a light pad. The logo may hide at most half of what the "
+            "error correction level recovers (L 7%, M 15%, Q 25%, H 30% of the symbol): a "
+            "larger logo is refused with the level it needs, never silently boosted"
+        },
+    )
+
     @validates_schema
     def _colours_differ(self, data: dict[str, Any], **kwargs: Any) -> None:
         dark, light = data.get("color_dark"), data.get("color_light")
@@ -110,18 +148,18 @@ def _pixels_from_modules(
 
 
 def run_qr_generate(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> ImageResult:
+    level = settings["error_correction_level"]
+    logo = inputs.get("logo")
+    if logo is not None:
+        _check_logo_fits(settings["logo_size"], level)
     try:
         # boost_error=False: the level asked for is the level drawn (segno raises it by default
         # whenever the data fits, which would make the setting meaningless).
-        qr = segno.make_qr(
-            settings["data"],
-            error=settings["error_correction_level"].lower(),
-            boost_error=False,
-        )
+        qr = segno.make_qr(settings["data"], error=level.lower(), boost_error=False)
     except segno.DataOverflowError as exc:
         raise BadRequestError(
             f"the data does not fit in a QR code at error correction level "
-            f"{settings['error_correction_level']} ({exc}); shorten it or choose a lower level",
+            f"{level} ({exc}); shorten it or choose a lower level",
             code="DATA_TOO_LONG",
             details={"field": "data", "length": len(settings["data"])},
         ) from exc
@@ -138,9 +176,17 @@ def run_qr_generate(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> I
     dark, light = parse_color(settings["color_dark"]), parse_color(settings["color_light"])
     rows = [[bool(cell & 1) for cell in row] for row in qr.matrix_iter(border=margin)]
     scale = size // modules
-    code = _pixels_from_modules(rows, dark, light).resize(
-        (modules * scale, modules * scale), Image.Resampling.NEAREST
+    styled = scale >= MIN_STYLED_MODULE_PX and (
+        settings["dot_style"] != "square" or settings["corner_style"] != "square"
     )
+    if styled:
+        code = _styled_modules(rows, margin, scale, dark, light, settings)
+    else:
+        code = _pixels_from_modules(rows, dark, light).resize(
+            (modules * scale, modules * scale), Image.Resampling.NEAREST
+        )
+    if logo is not None:
+        _paste_logo(code, logo.open(), settings["logo_size"], light)
     if code.size[0] == size:
         return ImageResult(code, format="png")
     # Whole-pixel modules scan best; the remainder becomes light padding, split evenly.
@@ -148,6 +194,111 @@ def run_qr_generate(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> I
     offset = (size - code.size[0]) // 2
     canvas.paste(code, (offset, offset))
     return ImageResult(canvas, format="png")
+
+
+def _check_logo_fits(logo_percent: int, level: str) -> None:
+    covered = (logo_percent / 100) ** 2
+    if covered <= RECOVERABLE[level] / 2:
+        return
+    enough = [name for name in ERROR_CORRECTION_LEVELS if covered <= RECOVERABLE[name] / 2]
+    advice = (
+        f"use errorCorrectionLevel {enough[0]} or a smaller logoSize"
+        if enough
+        else "use a smaller logoSize"
+    )
+    raise BadRequestError(
+        f"a logo {logo_percent}% wide hides {covered:.1%} of the code, more than half of what "
+        f"level {level} recovers ({RECOVERABLE[level]:.0%}): {advice}",
+        code="LOGO_TOO_LARGE",
+        details={"field": "logoSize", "levels": enough},
+    )
+
+
+def _in_finder(x: int, y: int, margin: int, modules: int) -> bool:
+    """Whether module (x, y) of the bordered matrix belongs to one of the 3 finder patterns."""
+    inner = modules - 2 * margin
+    cx, cy = x - margin, y - margin
+    near_left, near_top = cx < FINDER, cy < FINDER
+    near_right, near_bottom = cx >= inner - FINDER, cy >= inner - FINDER
+    return (near_left and near_top) or (near_right and near_top) or (near_left and near_bottom)
+
+
+def _styled_modules(
+    rows: list[list[bool]],
+    margin: int,
+    scale: int,
+    dark: tuple[int, ...],
+    light: tuple[int, ...],
+    settings: dict[str, Any],
+) -> Image.Image:
+    """The code drawn module by module: data modules and finder patterns in their styles."""
+    modules = len(rows)
+    translucent = dark[3] < 255 or light[3] < 255
+    mode = "RGBA" if translucent else "RGB"
+    fill, background = (dark, light) if translucent else (dark[:3], light[:3])
+    img = Image.new(mode, (modules * scale, modules * scale), background)
+    draw = ImageDraw.Draw(img)
+    dot_style = settings["dot_style"]
+    for y, row in enumerate(rows):
+        for x, cell in enumerate(row):
+            if not cell or _in_finder(x, y, margin, modules):
+                continue
+            box = (x * scale, y * scale, (x + 1) * scale - 1, (y + 1) * scale - 1)
+            if dot_style == "dots":
+                draw.ellipse(box, fill=fill)
+            elif dot_style == "rounded":
+                draw.rounded_rectangle(box, radius=scale * 0.35, fill=fill)
+            else:
+                draw.rectangle(box, fill=fill)
+    inner = modules - 2 * margin
+    for fx, fy in ((0, 0), (inner - FINDER, 0), (0, inner - FINDER)):
+        _draw_finder(draw, (margin + fx) * scale, (margin + fy) * scale, scale, fill, background,
+                     settings["corner_style"])  # fmt: skip
+    return img
+
+
+def _draw_finder(
+    draw: ImageDraw.ImageDraw,
+    left: int,
+    top: int,
+    scale: int,
+    fill: tuple[int, ...],
+    background: tuple[int, ...],
+    style: str,
+) -> None:
+    """A finder pattern: a 7-module frame, a 1-module light ring, a 3-module eye."""
+    outer = (left, top, left + FINDER * scale - 1, top + FINDER * scale - 1)
+    ring = (left + scale, top + scale, left + 6 * scale - 1, top + 6 * scale - 1)
+    eye = (left + 2 * scale, top + 2 * scale, left + 5 * scale - 1, top + 5 * scale - 1)
+    if style == "square":
+        draw.rectangle(outer, fill=fill)
+        draw.rectangle(ring, fill=background)
+        draw.rectangle(eye, fill=fill)
+        return
+    draw.rounded_rectangle(outer, radius=scale * 2, fill=fill)
+    draw.rounded_rectangle(ring, radius=scale, fill=background)
+    if style == "dots":
+        draw.ellipse(eye, fill=fill)
+    else:
+        draw.rounded_rectangle(eye, radius=scale, fill=fill)
+
+
+def _paste_logo(
+    code: Image.Image, logo: Image.Image, logo_percent: int, light: tuple[int, ...]
+) -> None:
+    """The logo, fitted in a centred square `logo_percent` of the code wide, on a light pad
+    (so its edge never reads as modules)."""
+    side = code.width * logo_percent // 100
+    pad = max(2, side // 10)
+    fitted = logo.convert("RGBA")
+    fitted.thumbnail((side - 2 * pad, side - 2 * pad), RESAMPLE)
+    left = (code.width - side) // 2
+    backing = Image.new("RGBA", (side, side), light)
+    backing.alpha_composite(fitted, ((side - fitted.width) // 2, (side - fitted.height) // 2))
+    if code.mode == "RGBA":
+        code.alpha_composite(backing, (left, left))
+    else:
+        code.paste(backing.convert("RGB"), (left, left), backing)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,11 +560,18 @@ def pixmill_tools() -> list[Tool]:
             id="qr-generate",
             name="QR Code Generator",
             description="Draw a QR code for a text or URL: size, quiet-zone margin, dark and "
-            "light colours (translucent allowed) and error correction level. Takes no file: "
-            "send the settings as a JSON body. Output PNG.",
+            "light colours (translucent allowed), error correction level, module and corner "
+            "styles, and an optional logo (the `logo` file part). Without a logo it takes no "
+            "file: send the settings as a JSON body. Output PNG.",
             settings=QrGenerateSettings,
             run=run_qr_generate,
-            inputs=(),
+            inputs=(
+                FileInput(
+                    "logo",
+                    "an optional logo for the middle of the code (see logoSize)",
+                    required=False,
+                ),
+            ),
             example={
                 "data": "https://example.com",
                 "size": 512,

@@ -1,28 +1,53 @@
-"""Built-in layout & composition tools for a single image: border, circle-crop, image-pad,
-beautify.
+"""Built-in layout & composition tools: border, circle-crop, image-pad and beautify (one
+image), and collage, stitch, split and sprite-sheet (several images in, or several out).
 
 Written exactly as a third-party plugin would be: helpers on top, `@hookimpl` at the bottom,
 registered through the `pixmill` entry point in setup.cfg.
 
-Every tool works on an RGBA copy of the picture and keeps `img.info` (ICC profile, EXIF) on
-the pixels it returns. Output format: the input's format is kept, except when the result has
-transparent pixels (rounded corners, a shadow, a circle, a transparent pad) and the input's
-format cannot hold alpha (jpg, bmp): then the result is PNG, because flattening would silently
-paint over exactly what the user asked for. A result that ends up fully opaque is returned
-as RGB so a JPEG stays a JPEG. Animated inputs are processed frame by frame.
+The single-image tools work on an RGBA copy of the picture and keep `img.info` (ICC profile,
+EXIF) on the pixels they return. Output format: the input's format is kept, except when the
+result has transparent pixels (rounded corners, a shadow, a circle, a transparent pad) and the
+input's format cannot hold alpha (jpg, bmp): then the result is PNG, because flattening would
+silently paint over exactly what the user asked for. A result that ends up fully opaque is
+returned as RGB so a JPEG stays a JPEG. Animated inputs are processed frame by frame.
+
+The multi-image tools (collage, stitch, sprite-sheet) take still images only (an animation is
+refused, not flattened to its first frame) and decode one input at a time. Their result keeps
+the first input's format under the same alpha rule (an icon's becomes PNG) and carries no
+EXIF (it is no one photo): when the inputs' ICC profiles differ, each is converted to sRGB
+first and the result has no profile; when they all share one, it is kept. Split returns a ZIP
+of tiles in the input's format.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from fractions import Fraction
 from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates_schema
-from PIL import Image, ImageChops, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageFilter, ImageOps
 
-from pixmill import Color, Context, ImageResult, Inputs, Settings, Tool, hookimpl, parse_color
+from pixmill import (
+    Color,
+    Context,
+    FileInput,
+    FileResult,
+    ImageResult,
+    InputFile,
+    Inputs,
+    OutputKind,
+    Settings,
+    Tool,
+    hookimpl,
+    parse_color,
+)
+from pixmill.core.archives import zip_archive
 from pixmill.core.errors import BadRequestError
+from pixmill.core.imageio import encode_image
 from pixmill.plugins.essentials import (
     MAX_DIMENSION,
     RESAMPLE,
@@ -765,6 +790,656 @@ def run_beautify(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> Imag
     return keep_format_or_png(ctx, inputs, lambda img: beautify_image(img, settings))
 
 
+# --- shared by the multi-image tools ----------------------------------------------------------
+
+
+MAX_FILES = 64
+MAX_GAP = 1000
+ALIGNMENTS = ("start", "center", "end")
+# Fixed ZIP timestamps: the same inputs and settings give byte-identical archives.
+
+
+def count_files(inputs: Inputs, tool: str, least: int, most: int | None = None) -> list[InputFile]:
+    """The uploaded `file` parts, refused (400 `WRONG_FILE_COUNT`) outside [least, most]."""
+    value = inputs.get("file") or []
+    files = value if isinstance(value, list) else [value]
+    if len(files) < least or (most is not None and len(files) > most):
+        wanted = f"{least}-{most}" if most is not None else f"at least {least}"
+        raise BadRequestError(
+            f"{tool} takes {wanted} images as repeated 'file' parts; got {len(files)}",
+            code="WRONG_FILE_COUNT",
+            details={"files": len(files), "min": least, "max": most},
+        )
+    return files
+
+
+def upright_size(source: InputFile) -> tuple[int, int]:
+    header = source.header
+    return header.width, header.height
+
+
+def decode_picture(source: InputFile, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """A still input as RGBA, upright, with its ICC profile (an animation is refused, 422)."""
+    return rgba_of(source.open(draft_size=draft_size))
+
+
+def to_srgb(picture: Image.Image) -> Image.Image:
+    """`picture` (RGBA) converted from its ICC profile to sRGB; unchanged if it has none or
+    the profile is unreadable."""
+    profile = picture.info.get("icc_profile")
+    if not profile:
+        return picture
+    try:
+        converted = ImageCms.profileToProfile(
+            picture,
+            ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+            ImageCms.createProfile("sRGB"),
+            outputMode="RGBA",
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return picture
+    assert converted is not None
+    return converted
+
+
+def common_profile(pictures: list[Image.Image]) -> tuple[list[Image.Image], bytes | None]:
+    """The pictures in one colour space, and its ICC profile for the result: the inputs'
+    shared profile, or (when they differ) each converted to sRGB and no profile."""
+    profiles = {picture.info.get("icc_profile") or None for picture in pictures}
+    if len(profiles) == 1:
+        return pictures, profiles.pop()
+    return [to_srgb(picture) for picture in pictures], None
+
+
+def composite_result(
+    canvas: Image.Image, profile: bytes | None, first: InputFile, fmt: str | None = None
+) -> ImageResult:
+    """The finished RGBA canvas in the first input's format (PNG when it needs alpha the
+    format lacks, or when the first input is an icon: ICO would shrink it to 256 px), with the
+    shared ICC profile and no EXIF."""
+    result = with_info(canvas, {"icc_profile": profile} if profile else {})
+    needs_png = result.mode == "RGBA" and not first.format.supports_alpha
+    if fmt is None and (needs_png or first.format.name == "ico"):
+        fmt = "png"
+    return ImageResult(result, format=fmt, keep_metadata=False)
+
+
+def aligned(room: int, size: int, alignment: str) -> int:
+    """Offset of something `size` long in `room`: at the start, centred or at the end."""
+    if alignment == "start":
+        return 0
+    if alignment == "end":
+        return room - size
+    return (room - size) // 2
+
+
+def grid_layout(
+    sizes: Sequence[tuple[int, int]], columns: int, gap: int, margin: int, alignment: str
+) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """(canvas size, top-left of each item) for items laid out row by row in `columns`:
+    each column as wide as its widest item, each row as tall as its tallest, `gap` between
+    them and `margin` around; an item smaller than its cell is aligned in it on both axes."""
+    columns = max(1, min(columns, len(sizes)))
+    rows = math.ceil(len(sizes) / columns)
+    widths = [0] * columns
+    heights = [0] * rows
+    for index, (width, height) in enumerate(sizes):
+        widths[index % columns] = max(widths[index % columns], width)
+        heights[index // columns] = max(heights[index // columns], height)
+    lefts = [margin + sum(widths[:c]) + gap * c for c in range(columns)]
+    tops = [margin + sum(heights[:r]) + gap * r for r in range(rows)]
+    canvas = (
+        sum(widths) + gap * (columns - 1) + 2 * margin,
+        sum(heights) + gap * (rows - 1) + 2 * margin,
+    )
+    positions = []
+    for index, (width, height) in enumerate(sizes):
+        column, row = index % columns, index // columns
+        positions.append(
+            (
+                lefts[column] + aligned(widths[column], width, alignment),
+                tops[row] + aligned(heights[row], height, alignment),
+            )
+        )
+    return canvas, positions
+
+
+# --- collage ----------------------------------------------------------------------------------
+
+
+# A cell: (x, y, width, height) in units of the template's (columns, rows) grid.
+Cell = tuple[int, int, int, int]
+
+
+def grid_template(columns: int, rows: int) -> tuple[int, int, list[Cell]]:
+    return columns, rows, [(c, r, 1, 1) for r in range(rows) for c in range(columns)]
+
+
+# Each template: (columns, rows, cells) on an abstract grid; cell k takes the k-th image.
+COLLAGE_TEMPLATES: dict[str, tuple[int, int, list[Cell]]] = {
+    "grid-2x2": grid_template(2, 2),
+    "grid-3x3": grid_template(3, 3),
+    "grid-2x3": grid_template(2, 3),
+    "grid-3x2": grid_template(3, 2),
+    "grid-4x2": grid_template(4, 2),
+    "grid-4x4": grid_template(4, 4),
+    "2-horizontal": grid_template(2, 1),
+    "2-vertical": grid_template(1, 2),
+    "3-horizontal": grid_template(3, 1),
+    "3-vertical": grid_template(1, 3),
+    "4-horizontal": grid_template(4, 1),
+    "4-vertical": grid_template(1, 4),
+    "1-big-2-small-left": (3, 2, [(0, 0, 2, 2), (2, 0, 1, 1), (2, 1, 1, 1)]),
+    "1-big-2-small-right": (3, 2, [(1, 0, 2, 2), (0, 0, 1, 1), (0, 1, 1, 1)]),
+    "1-big-2-small-top": (2, 3, [(0, 0, 2, 2), (0, 2, 1, 1), (1, 2, 1, 1)]),
+    "1-big-2-small-bottom": (2, 3, [(0, 1, 2, 2), (0, 0, 1, 1), (1, 0, 1, 1)]),
+    "1-big-3-small-left": (3, 3, [(0, 0, 2, 3), (2, 0, 1, 1), (2, 1, 1, 1), (2, 2, 1, 1)]),
+    "1-big-3-small-right": (3, 3, [(1, 0, 2, 3), (0, 0, 1, 1), (0, 1, 1, 1), (0, 2, 1, 1)]),
+    "1-big-3-small-top": (3, 3, [(0, 0, 3, 2), (0, 2, 1, 1), (1, 2, 1, 1), (2, 2, 1, 1)]),
+    "1-big-3-small-bottom": (3, 3, [(0, 1, 3, 2), (0, 0, 1, 1), (1, 0, 1, 1), (2, 0, 1, 1)]),
+    "1-big-4-small-left": (
+        4,
+        2,
+        [(0, 0, 2, 2), (2, 0, 1, 1), (3, 0, 1, 1), (2, 1, 1, 1), (3, 1, 1, 1)],
+    ),
+    "1-big-4-small-right": (
+        4,
+        2,
+        [(2, 0, 2, 2), (0, 0, 1, 1), (1, 0, 1, 1), (0, 1, 1, 1), (1, 1, 1, 1)],
+    ),
+    "1-big-4-small-center": (
+        4,
+        2,
+        [(1, 0, 2, 2), (0, 0, 1, 1), (0, 1, 1, 1), (3, 0, 1, 1), (3, 1, 1, 1)],
+    ),
+    "1-big-5-small": (
+        3,
+        3,
+        [(0, 0, 2, 2), (2, 0, 1, 1), (2, 1, 1, 1), (0, 2, 1, 1), (1, 2, 1, 1), (2, 2, 1, 1)],
+    ),
+    "2-top-1-bottom": (2, 2, [(0, 0, 1, 1), (1, 0, 1, 1), (0, 1, 2, 1)]),
+    "1-top-2-bottom": (2, 2, [(0, 0, 2, 1), (0, 1, 1, 1), (1, 1, 1, 1)]),
+    "2-left-1-right": (2, 2, [(0, 0, 1, 1), (0, 1, 1, 1), (1, 0, 1, 2)]),
+    "1-left-2-right": (2, 2, [(0, 0, 1, 2), (1, 0, 1, 1), (1, 1, 1, 1)]),
+    "2-top-3-bottom": (
+        6,
+        2,
+        [(0, 0, 3, 1), (3, 0, 3, 1), (0, 1, 2, 1), (2, 1, 2, 1), (4, 1, 2, 1)],
+    ),
+    "3-top-2-bottom": (
+        6,
+        2,
+        [(0, 0, 2, 1), (2, 0, 2, 1), (4, 0, 2, 1), (0, 1, 3, 1), (3, 1, 3, 1)],
+    ),
+    "3-top-4-bottom": (
+        12,
+        2,
+        [(0, 0, 4, 1), (4, 0, 4, 1), (8, 0, 4, 1)] + [(3 * k, 1, 3, 1) for k in range(4)],
+    ),
+    "pinwheel-5": (
+        3,
+        3,
+        [(0, 0, 2, 1), (2, 0, 1, 2), (1, 2, 2, 1), (0, 1, 1, 2), (1, 1, 1, 1)],
+    ),
+}
+COLLAGE_FITS = ("cover", "contain")
+
+
+def template_list() -> str:
+    return ", ".join(f"{name} ({len(cells)})" for name, (_, _, cells) in COLLAGE_TEMPLATES.items())
+
+
+class CollageSettings(Settings):
+    template = fields.String(
+        load_default="2-horizontal",
+        validate=validate.OneOf(tuple(COLLAGE_TEMPLATES)),
+        metadata={
+            "description": "the layout; the number of images each needs is in brackets, the "
+            "first image goes in the first cell (the big one in 1-big-* layouts), and images "
+            "beyond that number are ignored. grid-CxR is C columns by R rows; 1-big-N-small-"
+            "SIDE puts the big cell on that side; pinwheel-5 is four cells turning around a "
+            f"centre one. Templates: {template_list()}"
+        },
+    )
+    width = fields.Integer(
+        load_default=1200,
+        validate=validate.Range(16, MAX_DIMENSION),
+        metadata={"description": "canvas width in pixels"},
+    )
+    height = fields.Integer(
+        load_default=1200,
+        validate=validate.Range(16, MAX_DIMENSION),
+        metadata={"description": "canvas height in pixels"},
+    )
+    gap = fields.Integer(
+        load_default=10,
+        validate=validate.Range(0, MAX_GAP),
+        metadata={
+            "description": "spacing in pixels between cells and around the edge of the canvas"
+        },
+    )
+    background_color = Color(
+        load_default="#ffffff",
+        metadata={
+            "description": "canvas colour, seen in the gaps (and around contained images); "
+            "a transparent one turns a jpg result into png"
+        },
+    )
+    border_radius = fields.Integer(
+        load_default=0,
+        validate=validate.Range(0, MAX_RADIUS),
+        metadata={"description": "corner radius in pixels of every cell's picture"},
+    )
+    fit = fields.String(
+        load_default="cover",
+        validate=validate.OneOf(COLLAGE_FITS),
+        metadata={
+            "description": "cover scales each image to fill its cell and crops the overflow "
+            "(centred); contain fits the whole image inside its cell on the background"
+        },
+    )
+
+
+def collage_boxes(settings: dict[str, Any]) -> list[tuple[int, int, int, int]]:
+    """Each cell of the template as a pixel box (left, top, right, bottom) on the canvas: cells
+    meet `gap` apart and keep `gap` from the canvas edges."""
+    columns, rows, cells = COLLAGE_TEMPLATES[settings["template"]]
+    width, height, gap = settings["width"], settings["height"], settings["gap"]
+
+    def edge(units: int, total: int, extent: int, start: bool) -> int:
+        return round(Fraction(units, total) * (extent - gap)) + (gap if start else 0)
+
+    boxes = []
+    for x, y, w, h in cells:
+        box = (
+            edge(x, columns, width, True),
+            edge(y, rows, height, True),
+            edge(x + w, columns, width, False),
+            edge(y + h, rows, height, False),
+        )
+        if box[2] - box[0] < 1 or box[3] - box[1] < 1:
+            raise BadRequestError(
+                f"a gap of {gap} px leaves no room for the cells of {settings['template']} on "
+                f"a {width}x{height} canvas; use a smaller gap or a larger canvas",
+                details={"gap": gap, "width": width, "height": height},
+            )
+        boxes.append(box)
+    return boxes
+
+
+def fill_cell(source: InputFile, size: tuple[int, int], fit: str) -> Image.Image:
+    """The picture sized for a cell of `size`: filling it (cover) or inside it (contain)."""
+    width, height = upright_size(source)
+    pick = max if fit == "cover" else min
+    scale = pick(size[0] / width, size[1] / height)
+    draft = (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale)))
+    picture = decode_picture(source, draft_size=draft if scale < 1 else None)
+    info = picture.info
+    if fit == "cover":
+        picture = ImageOps.fit(picture, size, method=RESAMPLE)
+    else:
+        picture = ImageOps.contain(picture, size, method=RESAMPLE)
+    picture.info = info
+    return picture
+
+
+def run_collage(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> ImageResult:
+    template = settings["template"]
+    needed = len(COLLAGE_TEMPLATES[template][2])
+    files = inputs.get("file") or []
+    if len(files) < needed:
+        raise BadRequestError(
+            f"the {template} template needs {needed} images; got {len(files)}",
+            code="NOT_ENOUGH_IMAGES",
+            details={"template": template, "needed": needed, "files": len(files)},
+        )
+    canvas_size = (settings["width"], settings["height"])
+    check_output_size(ctx, canvas_size)
+    boxes = collage_boxes(settings)
+    pictures: list[Image.Image] = []
+    for index, (source, box) in enumerate(zip(files, boxes, strict=False)):
+        ctx.check_cancelled()
+        picture = fill_cell(source, (box[2] - box[0], box[3] - box[1]), settings["fit"])
+        pictures.append(picture)
+        ctx.progress((index + 1) / (needed + 1), "placing images")
+    pictures, profile = common_profile(pictures)
+    canvas = Image.new("RGBA", canvas_size, parse_color(settings["background_color"]))
+    for picture, box in zip(pictures, boxes, strict=True):
+        cell_w, cell_h = box[2] - box[0], box[3] - box[1]
+        rounded = clip_alpha(picture, rounded_mask(picture.size, settings["border_radius"]))
+        canvas.alpha_composite(
+            rounded,
+            (box[0] + (cell_w - picture.width) // 2, box[1] + (cell_h - picture.height) // 2),
+        )
+    result = composite_result(canvas, profile, files[0])
+    result.meta = {"template": template, "used": needed, "ignored": len(files) - needed}
+    return result
+
+
+# --- stitch -----------------------------------------------------------------------------------
+
+
+STITCH_DIRECTIONS = ("horizontal", "vertical", "grid")
+STITCH_RESIZES = ("none", "match-height", "match-width")
+
+
+class StitchSettings(Settings):
+    direction = fields.String(
+        load_default="horizontal",
+        validate=validate.OneOf(STITCH_DIRECTIONS),
+        metadata={
+            "description": "horizontal (one row, in upload order), vertical (one column) or "
+            "grid (rows of `columns` images, filled left to right)"
+        },
+    )
+    columns = fields.Integer(
+        load_default=2,
+        validate=validate.Range(1, MAX_FILES),
+        metadata={"description": "images per row for direction=grid"},
+    )
+    alignment = fields.String(
+        load_default="center",
+        validate=validate.OneOf(ALIGNMENTS),
+        metadata={
+            "description": "where an image smaller than its row or column sits: start (top "
+            "or left), center, or end (bottom or right); in a grid, on both axes"
+        },
+    )
+    resize = fields.String(
+        load_default="none",
+        validate=validate.OneOf(STITCH_RESIZES),
+        metadata={
+            "description": "none keeps every image's size; match-height scales each (aspect "
+            "kept) to the height of the shortest, match-width to the width of the narrowest "
+            "(images are only ever shrunk)"
+        },
+    )
+    gap = fields.Integer(
+        load_default=0,
+        validate=validate.Range(0, MAX_GAP),
+        metadata={"description": "spacing in pixels between images (none around the edge)"},
+    )
+    background_color = Color(
+        load_default="#ffffff",
+        metadata={
+            "description": "colour of the gaps and of the room beside smaller images; a "
+            "transparent one turns a jpg result into png"
+        },
+    )
+
+
+def matched_sizes(sizes: list[tuple[int, int]], resize: str) -> list[tuple[int, int]]:
+    """Every size after `resize`: the same height (the shortest) or width (the narrowest)."""
+    if resize == "match-height":
+        target = min(height for _, height in sizes)
+        return [(max(1, round(width * target / height)), target) for width, height in sizes]
+    if resize == "match-width":
+        target = min(width for width, _ in sizes)
+        return [(target, max(1, round(height * target / width))) for width, height in sizes]
+    return sizes
+
+
+def run_stitch(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> ImageResult:
+    files = count_files(inputs, "stitch", 2, MAX_FILES)
+    sizes = matched_sizes([upright_size(source) for source in files], settings["resize"])
+    columns = {"horizontal": len(files), "vertical": 1}.get(
+        settings["direction"], settings["columns"]
+    )
+    canvas_size, positions = grid_layout(sizes, columns, settings["gap"], 0, settings["alignment"])
+    check_output_size(ctx, canvas_size)
+    pictures: list[Image.Image] = []
+    for index, (source, size) in enumerate(zip(files, sizes, strict=True)):
+        ctx.check_cancelled()
+        picture = decode_picture(source, draft_size=size)
+        if picture.size != size:
+            info = picture.info
+            picture = picture.resize(size, RESAMPLE)
+            picture.info = info
+        pictures.append(picture)
+        ctx.progress((index + 1) / (len(files) + 1), "placing images")
+    pictures, profile = common_profile(pictures)
+    canvas = Image.new("RGBA", canvas_size, parse_color(settings["background_color"]))
+    for picture, position in zip(pictures, positions, strict=True):
+        canvas.alpha_composite(picture, position)
+    result = composite_result(canvas, profile, files[0])
+    result.meta = {"images": len(files)}
+    return result
+
+
+# --- split ------------------------------------------------------------------------------------
+
+
+SPLIT_MODES = ("grid", "rows", "cols", "size")
+MAX_SPLIT = 50
+MAX_TILES = 2500
+
+
+class SplitSettings(Settings):
+    mode = fields.String(
+        load_default="grid",
+        validate=validate.OneOf(SPLIT_MODES),
+        metadata={
+            "description": "grid cuts rows x cols tiles; rows cuts `rows` full-width strips; "
+            "cols cuts `cols` full-height strips (equal parts, differing by at most a pixel); "
+            "size cuts tiles of tileWidth x tileHeight from the top left, the last row and "
+            "column keeping what is left"
+        },
+    )
+    rows = fields.Integer(
+        load_default=2,
+        validate=validate.Range(1, MAX_SPLIT),
+        metadata={"description": "number of rows for mode=grid or mode=rows"},
+    )
+    cols = fields.Integer(
+        load_default=2,
+        validate=validate.Range(1, MAX_SPLIT),
+        metadata={"description": "number of columns for mode=grid or mode=cols"},
+    )
+    tile_width = fields.Integer(
+        load_default=None,
+        validate=validate.Range(1, MAX_DIMENSION),
+        metadata={"description": "tile width in pixels for mode=size (omitted: the image's width)"},
+    )
+    tile_height = fields.Integer(
+        load_default=None,
+        validate=validate.Range(1, MAX_DIMENSION),
+        metadata={
+            "description": "tile height in pixels for mode=size (omitted: the image's height)"
+        },
+    )
+
+    @validates_schema
+    def _consistent(self, data: dict[str, Any], **_: Any) -> None:
+        has_size = data.get("tile_width") is not None or data.get("tile_height") is not None
+        if data["mode"] == "size" and not has_size:
+            raise ValidationError("mode=size needs tileWidth, tileHeight or both", "_schema")
+        if data["mode"] != "size" and has_size:
+            raise ValidationError("tileWidth and tileHeight apply only to mode=size", "_schema")
+
+
+def even_cuts(extent: int, parts: int) -> list[int]:
+    """Edges cutting `extent` pixels into `parts` near-equal runs (0 first, extent last)."""
+    return [extent * k // parts for k in range(parts + 1)]
+
+
+def split_cuts(size: tuple[int, int], settings: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """(x edges, y edges) of the tiles; refuses more parts than pixels, or too many tiles."""
+    width, height = size
+    mode = settings["mode"]
+    if mode == "size":
+        step_x = settings["tile_width"] or width
+        step_y = settings["tile_height"] or height
+        xs = [*range(0, width, step_x), width]
+        ys = [*range(0, height, step_y), height]
+    else:
+        cols = settings["cols"] if mode in ("grid", "cols") else 1
+        rows = settings["rows"] if mode in ("grid", "rows") else 1
+        if cols > width or rows > height:
+            raise BadRequestError(
+                f"a {width}x{height} image cannot be cut into {rows} rows and {cols} columns "
+                "of at least one pixel",
+                code="IMAGE_TOO_SMALL",
+                details={"width": width, "height": height, "rows": rows, "cols": cols},
+            )
+        xs, ys = even_cuts(width, cols), even_cuts(height, rows)
+    tiles = (len(xs) - 1) * (len(ys) - 1)
+    if tiles > MAX_TILES:
+        raise BadRequestError(
+            f"those settings cut {tiles} tiles; at most {MAX_TILES} are made per call, so use "
+            "larger tiles",
+            code="TOO_MANY_TILES",
+            details={"tiles": tiles, "maxTiles": MAX_TILES},
+        )
+    return xs, ys
+
+
+def run_split(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> FileResult:
+    source = inputs.file
+    xs, ys = split_cuts(upright_size(source), settings)
+    img = source.open()
+    fmt = source.format
+    members = []
+    total = (len(xs) - 1) * (len(ys) - 1)
+    for row in range(len(ys) - 1):
+        for col in range(len(xs) - 1):
+            ctx.check_cancelled()
+            tile = img.crop((xs[col], ys[row], xs[col + 1], ys[row + 1]))
+            tile.info = dict(img.info)
+            name = f"{source.stem}_r{row + 1}_c{col + 1}.{fmt.extension}"
+            members.append((name, encode_image(tile, fmt)))
+            ctx.progress(len(members) / total, "cutting tiles")
+    return FileResult(
+        zip_archive(members),
+        "zip",
+        filename=f"{source.stem}-tiles",
+        meta={"rows": len(ys) - 1, "cols": len(xs) - 1, "tiles": total},
+    )
+
+
+# --- sprite-sheet -----------------------------------------------------------------------------
+
+
+SPRITE_FORMATS = {"png": "png", "webp": "webp", "jpeg": "jpg"}
+SPRITE_NAME = "spritesheet"
+
+
+class SpriteSheetSettings(Settings):
+    columns = fields.Integer(
+        load_default=4,
+        validate=validate.Range(1, 16),
+        metadata={
+            "description": "sprites per row (fewer images than columns: one row); each "
+            "column is as wide as its widest sprite, each row as tall as its tallest"
+        },
+    )
+    padding = fields.Integer(
+        load_default=0,
+        validate=validate.Range(0, 256),
+        metadata={"description": "pixels between sprites and around the sheet's edge"},
+    )
+    background = Color(
+        load_default="#00000000",
+        metadata={
+            "description": "sheet colour behind and between the sprites; the default is "
+            "transparent (a jpeg sheet is flattened onto this colour made opaque)"
+        },
+    )
+    format = fields.String(
+        load_default="png",
+        validate=validate.OneOf(tuple(SPRITE_FORMATS)),
+        metadata={"description": "format of the sheet image: png, webp or jpeg"},
+    )
+    quality = fields.Integer(
+        load_default=90,
+        validate=validate.Range(1, 100),
+        metadata={"description": "encoder quality for webp and jpeg (png is lossless)"},
+    )
+
+
+def frame_names(files: Sequence[InputFile]) -> list[str]:
+    """The uploads' filenames as frame keys, made unique (`a.png`, `a-2.png`, ...)."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for source in files:
+        name = source.filename.replace("\\", "/").rsplit("/", 1)[-1] or "image"
+        stem, dot, suffix = name.rpartition(".")
+        if not dot:
+            stem, suffix = name, ""
+        candidate, counter = name, 1
+        while candidate in seen:
+            counter += 1
+            candidate = f"{stem}-{counter}{dot}{suffix}"
+        seen.add(candidate)
+        names.append(candidate)
+    return names
+
+
+def frame_map(
+    names: list[str],
+    sizes: Sequence[tuple[int, int]],
+    positions: Sequence[tuple[int, int]],
+    sheet: tuple[int, int],
+    image_name: str,
+) -> dict[str, Any]:
+    """A TexturePacker "JSON (hash)" map: each sprite's rectangle on the sheet by filename."""
+    frames = {}
+    for name, (width, height), (x, y) in zip(names, sizes, positions, strict=True):
+        frames[name] = {
+            "frame": {"x": x, "y": y, "w": width, "h": height},
+            "rotated": False,
+            "trimmed": False,
+            "spriteSourceSize": {"x": 0, "y": 0, "w": width, "h": height},
+            "sourceSize": {"w": width, "h": height},
+        }
+    return {
+        "frames": frames,
+        "meta": {
+            "app": "pixmill",
+            "image": image_name,
+            "format": "RGBA8888",
+            "size": {"w": sheet[0], "h": sheet[1]},
+            "scale": "1",
+        },
+    }
+
+
+def run_sprite_sheet(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> FileResult:
+    files = count_files(inputs, "sprite-sheet", 2, MAX_FILES)
+    sizes = [upright_size(source) for source in files]
+    padding = settings["padding"]
+    sheet_size, positions = grid_layout(sizes, settings["columns"], padding, padding, "start")
+    check_output_size(ctx, sheet_size)
+    pictures: list[Image.Image] = []
+    for index, source in enumerate(files):
+        ctx.check_cancelled()
+        pictures.append(decode_picture(source))
+        ctx.progress((index + 1) / (len(files) + 1), "packing sprites")
+    pictures, profile = common_profile(pictures)
+    background = parse_color(settings["background"])
+    sheet = Image.new("RGBA", sheet_size, background)
+    for picture, position in zip(pictures, positions, strict=True):
+        sheet.alpha_composite(picture, position)
+    if profile:
+        sheet.info["icc_profile"] = profile
+    fmt = SPRITE_FORMATS[settings["format"]]
+    image_name = f"{SPRITE_NAME}.{fmt}"
+    data = encode_image(
+        sheet,
+        fmt,
+        quality=None if fmt == "png" else settings["quality"],
+        keep_metadata=False,
+        background=background[:3],
+    )
+    mapping = frame_map(frame_names(files), sizes, positions, sheet_size, image_name)
+    text = json.dumps(mapping, indent=2).encode()
+    return FileResult(
+        zip_archive([(image_name, data), (f"{SPRITE_NAME}.json", text)]),
+        "zip",
+        filename=SPRITE_NAME,
+        meta={"sprites": len(files), "width": sheet_size[0], "height": sheet_size[1]},
+    )
+
+
 @hookimpl
 def pixmill_tools() -> list[Tool]:
     return [
@@ -821,5 +1496,68 @@ def pixmill_tools() -> list[Tool]:
                 "shadowPreset": "large",
                 "socialPreset": "twitter",
             },
+        ),
+        Tool(
+            id="collage",
+            name="Collage / Grid",
+            description="Arrange 2-16 images on a canvas of the given size by one of "
+            f"{len(COLLAGE_TEMPLATES)} templates (grids, strips, one big with small ones, "
+            "mosaics), with spacing, a background colour, rounded cells, and each image "
+            "cropped to fill its cell (cover) or fitted inside it (contain). Upload the images "
+            "as repeated 'file' parts; too few for the template is a 400 naming the template "
+            "and the count, images beyond the template's cells are ignored. Still images only. "
+            "The result is in the first image's format (png when a transparent background "
+            "needs alpha or the first is an icon); meta reports the template and how many "
+            "images were used and ignored.",
+            settings=CollageSettings,
+            run=run_collage,
+            inputs=(FileInput("file", "the images, in cell order (2 or more)", multiple=True),),
+            example={
+                "template": "2-vertical",
+                "width": 600,
+                "height": 900,
+                "gap": 12,
+                "borderRadius": 16,
+            },
+        ),
+        Tool(
+            id="stitch",
+            name="Stitch / Combine",
+            description=f"Join 2-{MAX_FILES} images side by side, top to bottom, or in a grid "
+            "of rows, in upload order, at their own size or scaled to a common height or "
+            "width, aligned to the start, centre or end when sizes differ, with spacing and a "
+            "background colour. Still images only. The result is in the first image's format "
+            "(png when a transparent background needs alpha or the first is an icon).",
+            settings=StitchSettings,
+            run=run_stitch,
+            inputs=(FileInput("file", f"the images, in order (2-{MAX_FILES})", multiple=True),),
+            example={"direction": "horizontal", "resize": "match-height", "gap": 8},
+        ),
+        Tool(
+            id="split",
+            name="Image Splitting",
+            description="Cut one image into tiles: a rows x cols grid, horizontal strips, "
+            "vertical strips, or tiles of a given size. Returns a ZIP of the tiles in the "
+            "input's format, named `<stem>_r<row>_c<col>.<ext>` (rows and columns counted from "
+            f"1, top left first); at most {MAX_TILES} tiles. A still image only.",
+            settings=SplitSettings,
+            run=run_split,
+            output=OutputKind.FILE,
+            example={"mode": "grid", "rows": 3, "cols": 3},
+        ),
+        Tool(
+            id="sprite-sheet",
+            name="Sprite Sheet",
+            description=f"Pack 2-{MAX_FILES} images into one sprite sheet, row by row in "
+            "upload order, with padding and a background. Returns a ZIP holding "
+            "spritesheet.<png|webp|jpg> and spritesheet.json, a TexturePacker-style "
+            "(JSON hash) map whose frames object gives each input's filename with the x, y, "
+            "w and h of its sprite on the sheet (duplicate filenames get -2, -3 ...). Still "
+            "images only.",
+            settings=SpriteSheetSettings,
+            run=run_sprite_sheet,
+            inputs=(FileInput("file", f"the sprites, in order (2-{MAX_FILES})", multiple=True),),
+            output=OutputKind.FILE,
+            example={"columns": 8, "padding": 2},
         ),
     ]

@@ -42,4 +42,10 @@ def download(job_id: str, filename: str) -> Response:
     else:
         source = blobs.open(key)
         etag = f"{job_id}-{key.attempt}-{blobs.size(key)}"
-    return send_file(source, conditional=True, etag=etag, max_age=3600, download_name=filename)
+    response = send_file(source, conditional=True, etag=etag, max_age=3600, download_name=filename)
+    # Results are served from the API's origin: an SVG (vectorize) must not run script there.
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response

@@ -446,7 +446,9 @@ def record_inline(
                 }
             )
     outputs = [output] if output is not None else []
-    result = _strict_json(outcome.json) if outcome.json is not None else None
+    # A JSON tool's result, or the facts an image tool reported about its file (`meta`).
+    facts = outcome.json if outcome.json is not None else outcome.meta
+    result = _strict_json(facts) if facts is not None else None
     job_row = {
         "id": job_id,
         "kind": JobKind.EXTRACT if isinstance(definition, Extractor) else JobKind.TOOL,

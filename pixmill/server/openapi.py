@@ -36,6 +36,7 @@ ERROR_STATUSES = {
     "415": "the file is not an image in a supported format",
     "422": "the image is corrupt, truncated or animated where the tool needs a still",
     "500": "the tool failed unexpectedly",
+    "503": "the tool's optional dependencies are not installed (TOOL_UNAVAILABLE; details.install)",
 }
 
 ERROR_SCHEMA = {
@@ -57,6 +58,10 @@ TOOL_RESULT_SCHEMA = {
         "downloadUrl": {"type": "string", "description": "ends in the output's extension"},
         "originalSize": {"type": "integer", "description": "bytes uploaded"},
         "processedSize": {"type": "integer", "description": "bytes of the result"},
+        "meta": {
+            "type": "object",
+            "description": "facts the tool reports about its result (e.g. compare's score)",
+        },
     },
 }
 
@@ -310,10 +315,12 @@ def _tool_paths(spec: APISpec, definition: Tool | Extractor) -> None:
             ok = _json(_OBJECT, "the extracted data")
     else:
         ok = _json(_ref("ToolResult"), "processed; fetch the result from downloadUrl")
-        ok["content"]["image/*"] = {
+        # A document tool (favicon's ZIP, image-to-pdf) answers in its own file type.
+        raw_type = "*/*" if output_kind(definition) is OutputKind.FILE else "image/*"
+        ok["content"][raw_type] = {
             "schema": {"type": "string", "contentMediaType": "application/octet-stream"}
         }
-        ok["description"] += " (or the image itself when Accept prefers an image type)"
+        ok["description"] += " (or the file itself when Accept prefers its type)"
     ok["headers"] = {
         "X-Job-Id": {
             "description": "the job this call was recorded as (see /api/v1/jobs/{jobId})",
@@ -353,7 +360,15 @@ def _tool_paths(spec: APISpec, definition: Tool | Extractor) -> None:
                 "responses": {
                     "200": ok,
                     "202": accepted_response(),
-                    **_errors("400", "404", "413", "415", "422", "500"),
+                    **_errors(
+                        "400",
+                        "404",
+                        "413",
+                        "415",
+                        "422",
+                        "500",
+                        *(["503"] if definition.requires else []),
+                    ),
                 },
             },
         },

@@ -27,9 +27,10 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
+from werkzeug.exceptions import MethodNotAllowed
 
 from pixmill.core.blobs import BlobKey
-from pixmill.core.catalogue import describe
+from pixmill.core.catalogue import check_available, describe
 from pixmill.core.contracts import Extractor, OutputKind, Tool
 from pixmill.core.errors import BadRequestError, PixmillError, SettingsError
 from pixmill.core.execution import Outcome, UploadedFile, execute
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("tools", __name__, url_prefix="/api/v1/tools")
 
 SETTINGS_FIELD = "settings"
+BATCH_ACTION = "batch"
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
@@ -70,8 +72,24 @@ class ToolCall:
 
 @bp.post("/<section>/<tool_id>")
 def run_tool(section: str, tool_id: str) -> Response:
+    return _run(get_state().registry.catalogue_entry(tool_id, section))
+
+
+@bp.get("/<section>/<tool_id>/<action>")
+def show_subroute(section: str, tool_id: str, action: str) -> Response:
+    if action == BATCH_ACTION:  # the batch endpoint only takes POST
+        raise MethodNotAllowed(valid_methods=["OPTIONS", "POST"])
+    return jsonify(describe(get_state().registry.route_entry(f"{tool_id}/{action}", section)))
+
+
+@bp.post("/<section>/<tool_id>/<action>")
+def run_subroute(section: str, tool_id: str, action: str) -> Response:
+    """A tool's sub-route (`edit-metadata/inspect`): a tool or extractor of its own."""
+    return _run(get_state().registry.route_entry(f"{tool_id}/{action}", section))
+
+
+def _run(definition: Tool | Extractor) -> Response:
     state = get_state()
-    definition = state.registry.catalogue_entry(tool_id, section)
     forced = async_requested()
     call = _read_call(definition)
     if forced or _belongs_on_queue(state, call):
@@ -132,7 +150,9 @@ def accepted_response(job_id: str, status: str) -> Response:
 
 
 def _read_call(definition: Tool | Extractor) -> ToolCall:
-    """The request as a `ToolCall`; 400/415 for a body or settings the tool cannot take."""
+    """The request as a `ToolCall`; 400/415 for a body or settings the tool cannot take,
+    503 for a tool whose optional dependencies are not installed."""
+    check_available(definition)
     files = uploaded_files()
     raw = settings_from_request()
     return ToolCall(definition, files, raw, normalize_settings(definition, raw))
@@ -298,5 +318,6 @@ def _image_response(state: AppState, job_id: str, outcome: Outcome) -> tuple[Res
             "originalSize": outcome.input_size,
             "processedSize": outcome.size,
         }
+        | ({"meta": dict(outcome.meta)} if outcome.meta else {})
     )
     return response, output

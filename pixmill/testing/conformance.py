@@ -29,12 +29,15 @@ Every failure names the definition, the check, what happened and how to fix it.
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from marshmallow import Schema, fields, validate
 
@@ -319,7 +322,7 @@ class _Checker:
             nonlocal progress_calls
             progress_calls += 1
 
-        for kind, data in self.samples.items():
+        for kind, data in {**self.samples, **document_samples(definition)}.items():
             outcome, problem = self.run_once(definition, kind, data, baseline, count_progress)
             if problem is not None:
                 crashes.append(problem)
@@ -368,8 +371,13 @@ class _Checker:
         on_progress: Callable[[float, str | None], None] | None = None,
     ) -> tuple[Outcome | PixmillError | None, str | None]:
         """(outcome or clean refusal, None), or (None, what went wrong)."""
-        filename = images.SAMPLE_FILENAMES.get(kind, f"{kind}.img")
-        parts = {"file": [(data, filename)], **extra_inputs(definition)}
+        documents = {kind: name for kind, name in images.DOCUMENT_SAMPLES.values()}
+        filename = images.SAMPLE_FILENAMES.get(kind) or documents.get(kind, f"{kind}.img")
+        main = [(data, filename)]
+        if takes_many(definition):
+            # A multi-file tool (collage, find-duplicates) gets the sample and a second image.
+            main.append((images.png(64, 48), "second.png"))
+        parts = {"file": main, **extra_inputs(definition)}
         try:
             outcome = execute(
                 definition,
@@ -402,7 +410,8 @@ class _Checker:
         ]
         differing = []
         for kind in kinds:
-            again, problem = self.run_once(definition, kind, self.samples[kind], baseline)
+            data = self.samples.get(kind) or document_samples(definition)[kind]
+            again, problem = self.run_once(definition, kind, data, baseline)
             if problem is not None or not isinstance(again, Outcome):
                 differing.append(f"{kind}: the second run failed ({problem or again})")
             elif fingerprint(again) != fingerprint(first_outputs[kind]):
@@ -436,11 +445,25 @@ def result_problem(kind: str, outcome: Outcome) -> str | None:
         return None
     if not outcome.data:
         return f"{kind}: the result is empty"
+    if outcome.kind is OutputKind.FILE:
+        return document_problem(kind, outcome)
     try:
         images.decode(outcome.data)
     except Exception as exc:
         return f"{kind}: the result is not a readable image ({type(exc).__name__}: {exc})"
     return None
+
+
+def document_samples(definition: Tool | Extractor) -> dict[str, bytes]:
+    """A sample of each document format (PDF, SVG) the main part takes besides images."""
+    declared: Iterable[FileInput] = definition.inputs if isinstance(definition, Tool) else ()
+    formats = [fmt for spec in declared if spec.name == "file" for fmt in spec.documents]
+    return {images.DOCUMENT_SAMPLES[fmt][0]: images.document_sample(fmt) for fmt in formats}
+
+
+def takes_many(definition: Tool | Extractor) -> bool:
+    declared: Iterable[FileInput] = definition.inputs if isinstance(definition, Tool) else ()
+    return any(spec.name == "file" and spec.multiple for spec in declared)
 
 
 def extra_inputs(definition: Tool | Extractor) -> dict[str, list[tuple[bytes, str]]]:
@@ -518,3 +541,26 @@ def _not_in(choices: set[str]) -> str:
     while candidate in choices:
         candidate += "-really"
     return candidate
+
+
+def document_problem(kind: str, outcome: Outcome) -> str | None:
+    """Why a document result (ZIP, PDF, SVG, JSON) does not hold what its format says."""
+    assert outcome.data is not None and outcome.format is not None
+    data, name = outcome.data, outcome.format.name
+    try:
+        if name == "zip":
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                broken = archive.testzip()
+                if broken is not None or not archive.namelist():
+                    return f"{kind}: the ZIP is empty or its member {broken!r} is corrupt"
+        elif name == "pdf" and not (data.startswith(b"%PDF-") and b"%%EOF" in data[-1024:]):
+            return f"{kind}: the result is not a complete PDF"
+        elif name == "svg":
+            root = ElementTree.fromstring(data)
+            if not root.tag.endswith("svg"):
+                return f"{kind}: the SVG's root element is <{root.tag}>, not <svg>"
+        elif name == "json":
+            json.loads(data)
+    except (zipfile.BadZipFile, ElementTree.ParseError, ValueError) as exc:
+        return f"{kind}: the result is not a readable {name} ({type(exc).__name__}: {exc})"
+    return None

@@ -30,7 +30,7 @@ from pixmill.core.config import Config
 from pixmill.core.contracts import Extractor, OutputKind, Tool
 from pixmill.core.errors import PixmillError
 from pixmill.core.execution import Outcome, UploadedFile, execute
-from pixmill.core.imageio import sniff_format
+from pixmill.core.imageio import result_format_by_name, sniff_format
 from pixmill.core.models import JobStatus
 from pixmill.core.plugin_host import ENTRY_POINT_GROUP, Registry, load_registry
 
@@ -212,12 +212,16 @@ class Harness:
         download = client.get(first["downloadUrl"])
         if download.status_code != 200:
             raise _error_from_body(download.status_code, download.get_json(silent=True) or {})
+        document = definition.output is OutputKind.FILE
         return Outcome(
-            OutputKind.IMAGE,
+            definition.output,
             data=download.data,
-            format=sniff_format(download.data),
+            format=result_format_by_name(first["format"])
+            if document
+            else sniff_format(download.data),
             filename=first.get("filename"),
             input_size=input_size,
+            meta=job.result,
         )
 
 

@@ -104,6 +104,32 @@ def large_jpeg(width: int = 2400, height: int = 1600) -> bytes:
     return jpeg(width, height, quality=85)
 
 
+def pdf_document(pages: int = 2, width: int = 200, height: int = 150) -> bytes:
+    """A small PDF of `pages` photo pages (Pillow's PDF writer), for tools that take PDFs."""
+    sheets = [photo(width, height, seed=n + 1) for n in range(pages)]
+    buffer = io.BytesIO()
+    sheets[0].save(buffer, "PDF", save_all=True, append_images=sheets[1:], resolution=72)
+    return buffer.getvalue()
+
+
+def svg_document(width: int = 120, height: int = 80) -> bytes:
+    """A small SVG drawing (a blue field with a yellow disc), for tools that take SVG."""
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
+        f'<rect width="{width}" height="{height}" fill="#3366cc"/>'
+        f'<circle cx="{width // 2}" cy="{height // 2}" r="{min(width, height) // 3}" '
+        'fill="#ffcc33"/></svg>'
+    ).encode()
+
+
+DOCUMENT_SAMPLES = {"pdf": ("document-pdf", "document.pdf"), "svg": ("drawing-svg", "drawing.svg")}
+"""For each document format a part may take: the sample kind and its upload name."""
+
+
+def document_sample(fmt: str) -> bytes:
+    return pdf_document() if fmt == "pdf" else svg_document()
+
+
 SAMPLES = {
     "photo-jpeg": lambda: jpeg(),
     "alpha-png": lambda: png(),
