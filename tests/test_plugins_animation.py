@@ -410,3 +410,21 @@ def test_gif_sub_routes_over_rest(pixmill_client: FlaskClient) -> None:
 
 def test_the_plugin_conforms() -> None:
     check_plugin("animation").assert_ok()
+
+
+@pytest.mark.parametrize("action", ["extract-frames", "info"])
+def test_gif_tools_points_sub_route_actions_to_their_endpoints(
+    pixmill_client: Any, action: str
+) -> None:
+    response = pixmill_client.post(
+        "/api/v1/tools/image/gif-tools",
+        data={
+            "file": (io.BytesIO(images.animated_gif()), "a.gif"),
+            "settings": json.dumps({"action": action}),
+        },
+    )
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["code"] == "VALIDATION_ERROR"
+    message = body["details"]["fields"]["action"][0]
+    assert f"POST /api/v1/tools/image/gif-tools/{action}" in message

@@ -213,6 +213,23 @@ def test_embedded_data_uri_images_still_render(run_tool: Any) -> None:
     assert img.getpixel((20, 10)) == (0, 0, 255, 255)
 
 
+def test_an_svg_nested_in_a_data_uri_cannot_smuggle_a_file_reference(
+    run_tool: Any, tmp_path: Path
+) -> None:
+    import base64
+
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (10, 10), (255, 0, 0)).save(secret)
+    inner = svg(f'<image href="{secret}" width="40" height="20"/>')
+    nested = base64.b64encode(inner).decode()
+    data = svg(f'<image href="data:image/svg+xml;base64,{nested}" width="40" height="20"/>')
+    # Whether a renderer version follows references inside an embedded SVG or not, the
+    # embedded SVG never reaches it: only raster data: URIs are kept.
+    outcome = run_tool("svg-to-raster", data, "nested.svg")
+    assert decoded(outcome.data).getchannel("A").getextrema() == (0, 0)
+    assert outcome.meta["removedReferences"] == 1
+
+
 def test_svg_output_size_is_capped_before_rendering(run_tool: Any) -> None:
     huge = svg("", attrs='width="100000" height="100000"')
     with pytest.raises(PixmillError) as caught:

@@ -283,13 +283,27 @@ def run_gif_webp(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> Imag
 # --- gif-tools --------------------------------------------------------------------------------
 
 
+# The seed's gif-tools actions whose result is not a GIF live at sub-routes of their own.
+SUB_ROUTE_ACTIONS = ("extract-frames", "info")
+
+
+def _not_a_sub_route(value: str) -> None:
+    if value in SUB_ROUTE_ACTIONS:
+        raise ValidationError(
+            f"{value} is its own endpoint, not an action: POST "
+            f"/api/v1/tools/image/gif-tools/{value} (pixmill run gif-tools-{value})"
+        )
+
+
 class GifToolsSettings(Settings):
     action = fields.String(
         load_default="optimize",
-        validate=validate.OneOf(ACTIONS),
+        validate=[_not_a_sub_route, validate.OneOf(ACTIONS)],
         metadata={
             "description": "what to do: resize, optimize (fewer colours, identical frames "
-            "merged), reverse, speed, rotate or add-text; reverse and speed need an animation"
+            "merged), reverse, speed, rotate or add-text; reverse and speed need an animation. "
+            "extract-frames and info, which return a ZIP and JSON, are the sub-routes "
+            "gif-tools/extract-frames and gif-tools/info"
         },
     )
     width, height = _resize_fields()

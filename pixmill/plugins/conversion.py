@@ -7,7 +7,7 @@ registered through the `pixmill` entry point in setup.cfg. Each tool needs an op
 
 Safety: documents are parsed here, never by the core. An SVG with a DOCTYPE internal subset or
 an entity declaration is refused before parsing (no entity expansion, no external entities);
-every `href` that is not a fragment (`#id`) or a `data:` URI is removed before rendering, so
+every `href` that is not a fragment (`#id`) or a raster `data:` URI is removed before rendering, so
 resvg never reads a local file or fetches anything (browsers do the same for an SVG shown as an
 image). Output sizes are computed and checked against the server's pixel limits before any
 rendering. pdfium is not thread-safe, so its calls are serialised with a lock.
@@ -63,6 +63,7 @@ def _require_document(source: InputFile, kind: str, tool_id: str) -> None:
 # --- svg-to-raster ----------------------------------------------------------------------------
 
 SVG_NS = "http://www.w3.org/2000/svg"
+_RASTER_DATA_URI = re.compile(r"data:image/(png|jpeg|jpg|gif|webp)[;,]", re.IGNORECASE)
 _DECLARATION = re.compile(rb"<!ENTITY|<!DOCTYPE[^>\[]*\[", re.IGNORECASE)
 _LENGTH = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*(px|pt|pc|mm|cm|in)?\s*$")
 _UNIT_PX = {None: 1.0, "px": 1.0, "pt": 96 / 72, "pc": 16.0, "mm": 96 / 25.4, "cm": 96 / 2.54}
@@ -211,7 +212,9 @@ def safe_svg(data: bytes) -> tuple[str, ET.Element, int]:
             if name.rsplit("}", 1)[-1] != "href":
                 continue
             value = element.attrib[name].strip()
-            if not value.startswith(("#", "data:")):
+            # A data: URI may only hold a raster image: an embedded SVG would be rendered
+            # with its own references, which this pass never saw.
+            if not (value.startswith("#") or _RASTER_DATA_URI.match(value)):
                 del element.attrib[name]
                 removed += 1
     return ET.tostring(root, encoding="unicode"), root, removed
