@@ -23,6 +23,7 @@ from marshmallow import fields, validate
 from PIL import Image
 
 import pixmill.cli as cli
+import pixmill.cli.common as cli_common
 from pixmill import Context, ImageResult, Inputs, Settings, Tool, __version__, hookimpl
 from pixmill.core.config import Config
 from pixmill.core.contracts import FileInput
@@ -143,7 +144,7 @@ def with_broken_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
     def load(load_plugins: Any = None, **options: Any) -> Registry:
         return load_registry(load_plugins, extra_plugins=[BrokenPlugin()], **options)
 
-    monkeypatch.setattr(cli, "load_registry", load)
+    monkeypatch.setattr(cli_common, "load_registry", load)
 
 
 def test_plugins_lists_builtins_and_marks_a_broken_plugin(
@@ -413,7 +414,7 @@ def test_a_dying_worker_process_fails_files_not_the_command(
     work: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
-        cli,
+        cli_common,
         "load_registry",
         lambda load_plugins=None, **_: load_registry(extra_plugins=[CrashPlugin()]),
     )
@@ -457,7 +458,7 @@ class StampPlugin:
 
 def test_extra_named_file_input(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        cli,
+        cli_common,
         "load_registry",
         lambda load_plugins=None, **_: load_registry(extra_plugins=[StampPlugin()]),
     )

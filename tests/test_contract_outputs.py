@@ -216,9 +216,19 @@ def test_a_sub_route_answers_under_its_tool(harness: Harness) -> None:
     response = post(harness, "gray-mean/inspect", images.png(8, 8))
     assert response.status_code == 200
     assert response.get_json() == {"bytes": len(images.png(8, 8)), "format": "png"}
-    described = harness.client().get("/api/v1/tools/image/gray-mean/inspect").get_json()
-    assert described["id"] == "gray-mean-inspect"
+    # Described in the catalogue (and by GET on its id), answered at its route.
+    described = harness.client().get("/api/v1/tools/image/gray-mean-inspect").get_json()
     assert described["endpoint"] == "/api/v1/tools/image/gray-mean/inspect"
+    listed = harness.client().get("/api/v1/tools").get_json()["tools"]
+    assert any(tool["endpoint"].endswith("/gray-mean/inspect") for tool in listed)
+    at_route = harness.client().get("/api/v1/tools/image/gray-mean/inspect").get_json()
+    assert at_route["id"] == "gray-mean-inspect"
+    # `batch` is never an action: GET there is refused with only POST allowed.
+    batch = harness.client().get("/api/v1/tools/image/gray-mean/batch")
+    assert batch.status_code == 405 and batch.get_json()["details"]["allowed"] == [
+        "OPTIONS",
+        "POST",
+    ]
     missing = post(harness, "gray-mean/nothing", images.png(8, 8))
     assert missing.status_code == 404 and missing.get_json()["code"] == "TOOL_NOT_FOUND"
     paths = harness.client().get("/api/v1/openapi.json").get_json()["paths"]

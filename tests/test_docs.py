@@ -27,6 +27,7 @@ from PIL import Image, ImageOps
 from werkzeug.routing import MapAdapter
 
 import pixmill.cli as cli
+import pixmill.cli.common as cli_common
 from pixmill import PLUGIN_API_VERSION
 from pixmill.core import defaults, hookspecs
 from pixmill.core.config import Config
@@ -423,7 +424,7 @@ def test_levels_cli_accepts_wire_and_python_names_and_refuses_bad_values(
     assert raw == {"blackPoint": 10, "whitePoint": 200, "tint": "#f80"}
     module = load_example("levels_plugin.py")
     monkeypatch.setattr(
-        cli,
+        cli_common,
         "load_registry",
         lambda *_, **__: load_registry(extra_plugins=[module], entry_points=False),
     )

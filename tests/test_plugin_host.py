@@ -477,8 +477,9 @@ def test_installed_plugins_show_up_in_the_real_catalogue(install: Any) -> None:
     registry = load_registry()
     entry = registry.catalogue_entry("test-mirror", "image")
     assert entry.id == "test-mirror"
-    ids = [item.id for item in registry.catalogue()]
-    assert ids == sorted(ids) and "test-mean-color" in ids and "resize" in ids
+    keys = [(item.section, item.id) for item in registry.catalogue()]
+    ids = [item_id for _, item_id in keys]
+    assert keys == sorted(keys) and "test-mean-color" in ids and "resize" in ids
     outcome = execute(entry, {"file": [(images.jpeg(32, 24), "x.jpg")]}, {}, limits=LIMITS)
     assert outcome.format is not None and outcome.format.name == "jpg"
 

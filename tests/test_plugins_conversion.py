@@ -444,11 +444,17 @@ def test_pdf_to_image_bounds_over_rest(
     assert response.get_json()["code"] == "VALIDATION_ERROR"
 
 
-def test_pdf_to_image_over_rest_gives_a_zip_download(pixmill_client: FlaskClient) -> None:
+def test_pdf_to_image_over_rest_is_queued_with_progress_and_gives_a_zip_download(
+    pixmill_client: FlaskClient, pixmill_app: Any
+) -> None:
     response = post(pixmill_client, "pdf-to-image", pdf(), "r.pdf", dpi=72)
-    assert response.status_code == 200, response.get_json()
-    body = response.get_json()
-    download = pixmill_client.get(body["downloadUrl"])
+    assert response.status_code == 202, response.get_json()  # heavy: many pages take time
+    job_id = response.get_json()["jobId"]
+    job = pixmill_app.extensions["pixmill"].jobs.wait_until_final(job_id, 60.0)
+    assert job.status.value == "completed", job.error_message
+    assert job.progress == 1.0
+    results = pixmill_client.get(f"/api/v1/jobs/{job_id}/results").get_json()
+    download = pixmill_client.get(results["files"][0]["downloadUrl"])
     assert download.status_code == 200
     assert zip_of(download.data).namelist() == ["r-p1.png", "r-p2.png", "r-p3.png"]
 
@@ -470,9 +476,8 @@ def test_pdf_info_over_its_sub_route(pixmill_client: FlaskClient) -> None:
     assert locked["encrypted"] is True and locked["passwordRequired"] is True
     image = post(pixmill_client, "pdf-to-image/info", images.png(10, 10), "x.png")
     assert image.status_code == 415
-    assert pixmill_client.get("/api/v1/tools/pdf/pdf-to-image/info").get_json()["id"] == (
-        "pdf-to-image-info"
-    )
+    described = pixmill_client.get("/api/v1/tools/pdf/pdf-to-image-info").get_json()
+    assert described["endpoint"] == "/api/v1/tools/pdf/pdf-to-image/info"
 
 
 def test_pdf_preview_over_its_sub_route(pixmill_client: FlaskClient) -> None:

@@ -845,3 +845,34 @@ def test_a_text_file_is_an_unsupported_format(run_tool: Any, tool: str) -> None:
     with pytest.raises(UnsupportedFormatError) as caught:
         run_tool(tool, b"just some notes, not a picture\n", "notes.png", **VALID_SETTINGS[tool])
     assert caught.value.status == 415
+
+
+def _animation(fmt: str, loop: int | None) -> bytes:
+    frames = [Image.new("RGB", (40, 30), (i * 60, 0, 0)) for i in range(3)]
+    buffer = io.BytesIO()
+    extra = {} if loop is None else {"loop": loop}
+    frames[0].save(buffer, fmt, save_all=True, append_images=frames[1:], duration=100, **extra)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("tool", "settings"),
+    [
+        ("resize", {"width": 20}),
+        ("rotate", {"angle": 90}),
+        ("crop", {"left": 1, "top": 1, "width": 10, "height": 10}),
+        ("watermark-text", {}),
+        ("adjust-colors", {"brightness": 10}),
+    ],
+)
+@pytest.mark.parametrize(("fmt", "loop"), [("GIF", None), ("GIF", 0), ("GIF", 3),
+                                           ("WEBP", 0), ("WEBP", 3), ("PNG", 3)])  # fmt: skip
+def test_frame_by_frame_tools_keep_the_loop_count(
+    run_tool: Any, tool: str, settings: dict[str, Any], fmt: str, loop: int | None
+) -> None:
+    # A GIF without a loop block plays once; it must not come back looping forever.
+    source = _animation(fmt, loop)
+    stored = Image.open(io.BytesIO(source)).info.get("loop")
+    out = decode(run_tool(tool, source, f"a.{fmt.lower()}", **settings))
+    assert getattr(out, "n_frames", 1) == 3
+    assert out.info.get("loop") == stored

@@ -729,6 +729,7 @@ def test_optimization_plugin_conforms() -> None:
     report.assert_ok()
     assert report.tools == [
         "optimize-for-web",
+        "optimize-for-web-preview",
         "strip-metadata",
         "edit-metadata",
         "bulk-rename",
@@ -1175,8 +1176,8 @@ def test_inspect_sub_routes_over_rest(pixmill_client: FlaskClient) -> None:
     assert_edited_fields(response.get_json())
     stripped = post_file(pixmill_client, "strip-metadata/inspect", [(source, "x.jpg")])
     assert stripped.status_code == 200 and stripped.get_json()["gps"] is True
-    described = pixmill_client.get("/api/v1/tools/image/edit-metadata/inspect").get_json()
-    assert described["id"] == "edit-metadata-inspect"
+    described = pixmill_client.get("/api/v1/tools/image/edit-metadata-inspect").get_json()
+    assert described["endpoint"] == "/api/v1/tools/image/edit-metadata/inspect"
     bad = post_file(
         pixmill_client,
         "edit-metadata",

@@ -122,11 +122,17 @@ def map_frames(
         return ImageResult(transform(source.open(draft_size=draft_size)))
     frames: list[Image.Image] = []
     durations: list[int] = []
+    loop: int | None = None
     for frame, duration in source.frames():
         ctx.check_cancelled()
+        if not frames:
+            stored = frame.info.get("loop")
+            loop = stored if isinstance(stored, int) else None
         frames.append(transform(frame))
         durations.append(duration)
-    return ImageResult(frames[0], frames=frames[1:], durations=durations)
+    # The result keeps the input's container, so its loop count goes back as stored: a GIF
+    # that played once (no loop block: None) must not come back looping forever.
+    return ImageResult(frames[0], frames=frames[1:], durations=durations, options={"loop": loop})
 
 
 # --- resize -----------------------------------------------------------------------------------

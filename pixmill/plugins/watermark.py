@@ -343,15 +343,7 @@ def run_watermark_text(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -
     source = inputs.file
     header = source.header
     placed = place_text(ctx, settings, (header.width, header.height))
-    if source.is_animated:
-        frames: list[Image.Image] = []
-        durations: list[int] = []
-        for frame, duration in source.frames():
-            ctx.check_cancelled()
-            frames.append(stamp(frame, placed))
-            durations.append(duration)
-        return ImageResult(frames[0], frames=frames[1:], durations=durations)
-    return ImageResult(stamp(source.open(), placed))
+    return stamp_all(ctx, source, placed)
 
 
 # --- shared: the second image, placement and the frame loop ----------------------------------

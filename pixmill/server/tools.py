@@ -27,7 +27,8 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
-from werkzeug.exceptions import MethodNotAllowed
+from flask.blueprints import BlueprintSetupState
+from werkzeug.routing import BaseConverter
 
 from pixmill.core.blobs import BlobKey
 from pixmill.core.catalogue import check_available, describe
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 bp = Blueprint("tools", __name__, url_prefix="/api/v1/tools")
 
 SETTINGS_FIELD = "settings"
-BATCH_ACTION = "batch"
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
@@ -75,14 +75,25 @@ def run_tool(section: str, tool_id: str) -> Response:
     return _run(get_state().registry.catalogue_entry(tool_id, section))
 
 
-@bp.get("/<section>/<tool_id>/<action>")
+class ActionConverter(BaseConverter):
+    """A sub-route's action: any segment but `batch`, whose route takes POST only, so that
+    GET is not advertised (`Allow`) there."""
+
+    regex = r"(?!batch$)[^/]+"
+
+
+@bp.record_once
+def _register_converter(setup: BlueprintSetupState) -> None:
+    # Before the routes below: they are added in the order they were recorded.
+    setup.app.url_map.converters["action"] = ActionConverter
+
+
+@bp.get("/<section>/<tool_id>/<action:action>")
 def show_subroute(section: str, tool_id: str, action: str) -> Response:
-    if action == BATCH_ACTION:  # the batch endpoint only takes POST
-        raise MethodNotAllowed(valid_methods=["OPTIONS", "POST"])
     return jsonify(describe(get_state().registry.route_entry(f"{tool_id}/{action}", section)))
 
 
-@bp.post("/<section>/<tool_id>/<action>")
+@bp.post("/<section>/<tool_id>/<action:action>")
 def run_subroute(section: str, tool_id: str, action: str) -> Response:
     """A tool's sub-route (`edit-metadata/inspect`): a tool or extractor of its own."""
     return _run(get_state().registry.route_entry(f"{tool_id}/{action}", section))
