@@ -731,6 +731,32 @@ def test_queued_rows_lost_by_redis_are_enqueued_again(env: Env, conn: redis.Redi
     assert len(env.runs("echo")) == 3
 
 
+def test_a_completed_job_whose_promotion_never_happened_is_promoted(
+    env: Env, conn: redis.Redis
+) -> None:
+    job = env.submit("echo", png((9, 9, 9)))
+    work(conn)
+    done = env.jobstore.get(job.id)
+    assert done.status is JobStatus.COMPLETED
+    # What a worker killed between its commit and the promotion leaves: no marker, and the
+    # files of an earlier attempt next to the winner's.
+    results = env.config.blobs_dir / "results" / job.id
+    (results / ".promoted").unlink()
+    env.blobs.put(BlobKey.result(job.id, done.attempt + 1, "stale.png"), b"not the winner")
+    (results / ".tmp-cut-short").write_bytes(b"1")  # the marker's temp file, never renamed
+    assert env.blobs.promoted_attempt(job.id) is None
+
+    reconciler = Reconciler(env.jobstore, conn, blobs=env.blobs)
+    assert reconciler.run_once().promoted == []  # within the grace: its worker may be at it
+    report = reconciler.run_once(later(defaults.RECONCILE_GRACE_S + 1))
+    assert report.promoted == [job.id]
+    assert env.blobs.promoted_attempt(job.id) == done.attempt
+    assert sorted(os.listdir(results)) == sorted([".promoted", str(done.attempt)])
+    assert reconciler.run_once(later(defaults.RECONCILE_GRACE_S + 2)).promoted == []
+    # Without a blob store the reconciler leaves blobs alone (as before).
+    assert Reconciler(env.jobstore, conn).run_once(later(60)).promoted == []
+
+
 def test_the_reconciler_sees_a_backlog_larger_than_one_page(
     env: Env, conn: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,7 +13,8 @@ and does not take its worker down.
 One gap is tolerated, and counted: a worker killed after committing a job's completion and
 before promoting its blobs (`LocalBlobStore.promote` writes and fsyncs a marker) leaves the
 job completed with its one correct output but without the promotion marker, and maybe a
-`.tmp-` file of it; nothing promotes it later. About one kill in thirty lands there.
+`.tmp-` file of it, until the reconciler's next pass after its grace promotes it (tested in
+test_dispatch.py; these runs end before that pass). About one kill in thirty lands there.
 
 The set-up is a small production deployment:
 

@@ -360,3 +360,16 @@ def test_color_without_alpha_refuses_alpha_forms() -> None:
     with pytest.raises(SettingsError):
         validate_settings(_ColorSettings, {"ink": "#000000ff"})
     assert to_json_schema(_ColorSettings)["properties"]["ink"]["pattern"].startswith("^#")
+
+
+class _FactoryDefaults(Settings):
+    tags = fields.List(fields.String(), load_default=list)
+    stops = fields.List(fields.String(), load_default=lambda: ["#000", "#fff"])
+    documented = fields.List(fields.String(), load_default=list, metadata={"default": ["x"]})
+
+
+def test_factory_defaults_appear_in_the_json_schema() -> None:
+    properties = to_json_schema(_FactoryDefaults)["properties"]
+    assert properties["tags"]["default"] == []
+    assert properties["stops"]["default"] == ["#000", "#fff"]
+    assert properties["documented"]["default"] == ["x"]  # an explicit one wins

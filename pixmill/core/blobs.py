@@ -532,6 +532,10 @@ class LocalBlobStore(BlobStore):
                 _write_small_file(job_dir / _PROMOTED, f"{attempt}\n".encode())
             removed = 0
             for entry in list(os.scandir(job_dir)):
+                if entry.name.startswith(_TMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                    # A marker write cut short by a kill: no writer runs under this lock.
+                    os.unlink(entry.path)
+                    continue
                 if entry.name == str(attempt) or not _ATTEMPT_DIR.fullmatch(entry.name):
                     continue
                 if entry.is_dir(follow_symlinks=False):

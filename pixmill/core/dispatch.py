@@ -83,6 +83,8 @@ DEFAULT_QUEUE = "default"
 _RQ_RESULT_TTL_S = 3600
 # A failed RQ job is kept a day for an operator's `rq info`.
 _RQ_FAILURE_TTL_S = 24 * 3600
+# How far back the first reconciler pass of a process looks for unpromoted completed jobs.
+PROMOTION_LOOKBACK_S = 3600.0
 _RECONCILER_LOCK = "pixmill:reconciler:lock"
 _CACHE_KEY_VERSION = 1
 # Upload blobs are named `<index>-<part>` so that the worker can rebuild the parts in order.
@@ -584,6 +586,7 @@ class ReconcileReport:
     requeued: list[str] = field(default_factory=list)  # lease expired, back on the queue
     finished: list[str] = field(default_factory=list)  # lease expired, no attempts left
     reenqueued: list[str] = field(default_factory=list)  # queued in SQL, lost by Redis
+    promoted: list[str] = field(default_factory=list)  # completed, its promotion never done
     skipped: bool = False  # another reconciler held the lock
 
 
@@ -604,6 +607,7 @@ class Reconciler:
         grace_seconds: float = RECONCILE_GRACE_S,
         timeout_for: Callable[[Job], float] | None = None,
         lock_seconds: float = 60.0,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.jobstore = jobstore
         self.redis = redis_connection
@@ -611,6 +615,9 @@ class Reconciler:
         self.grace = timedelta(seconds=grace_seconds)
         self.timeout_for = timeout_for or (lambda job: JOB_TIMEOUT_S)
         self.lock_seconds = lock_seconds
+        # With the blob store, completed jobs whose promotion never happened are promoted.
+        self.blobs = blobs
+        self._promoted_through: datetime | None = None
 
     def _mine(self, job: Job) -> bool:
         return self.queues is None or job.queue in self.queues
@@ -625,6 +632,8 @@ class Reconciler:
             at = now or utcnow()
             self._take_back_expired(at, report)
             self._enqueue_lost(at, report)
+            if self.blobs is not None:
+                self._promote_completed(at, self.blobs, report)
         finally:
             with contextlib.suppress(redis.RedisError):
                 lock.release()
@@ -678,6 +687,35 @@ class Reconciler:
             if len(page) < RECONCILE_BATCH:
                 return
             after = (page[-1].updated_at, page[-1].id)
+
+    def _promote_completed(self, now: datetime, blobs: BlobStore, report: ReconcileReport) -> None:
+        """Promote the winning attempt of jobs completed since the last pass that have no
+        promotion marker: their worker was killed between the commit and the promotion, and
+        other attempts' files would otherwise stay until the retention sweep.
+
+        A job completed within the grace may still be promoting in its live worker; it is
+        looked at on the next pass. The first pass looks back PROMOTION_LOOKBACK_S.
+        """
+        end = now - self.grace
+        start = self._promoted_through or end - timedelta(seconds=PROMOTION_LOOKBACK_S)
+        after: tuple[datetime, str] | None = None
+        while True:
+            page = self.jobstore.completed_between(start, end, limit=RECONCILE_BATCH, after=after)
+            for job in page:
+                if not job.outputs or not self._mine(job):
+                    continue
+                try:
+                    if blobs.promoted_attempt(job.id) is None:
+                        blobs.promote(job.id, job.attempt)
+                        report.promoted.append(job.id)
+                except Exception:  # one job's files must not stop the pass
+                    log.exception("reconciler could not promote job %s", job.id)
+            if len(page) < RECONCILE_BATCH:
+                break
+            last = page[-1]
+            assert last.finished_at is not None
+            after = (last.finished_at, last.id)
+        self._promoted_through = end
 
     def _held_by_redis(self, queue_name: str, now: datetime) -> set[str]:
         """Ids Redis will run on this queue: waiting in the list, or scheduled for a retry

@@ -643,6 +643,30 @@ class JobStore:
             query = query.order_by(Job.updated_at, Job.id).limit(limit)
             return builtins.list(session.scalars(query))
 
+    def completed_between(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        limit: int = RECONCILE_BATCH,
+        after: tuple[datetime, str] | None = None,
+    ) -> builtins.list[Job]:
+        """Jobs that completed in [start, end), oldest first; `after` is the `(finished_at,
+        id)` of the previous page's last row (keyset pagination, as `unfinished`)."""
+        with self._read() as session:
+            query = select(Job).where(
+                Job.status == JobStatus.COMPLETED,
+                Job.finished_at >= start,
+                Job.finished_at < end,
+            )
+            if after is not None:
+                at, last_id = after
+                query = query.where(
+                    or_(Job.finished_at > at, and_(Job.finished_at == at, Job.id > last_id))
+                )
+            query = query.order_by(Job.finished_at, Job.id).limit(limit)
+            return builtins.list(session.scalars(query))
+
     def children(self, parent_id: str) -> builtins.list[Job]:
         """The jobs created for `parent_id` (a batch's members), in creation order."""
         with self._read() as session:

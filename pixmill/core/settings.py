@@ -150,7 +150,19 @@ def _converter() -> Any:
     plugin = MarshmallowPlugin()
     spec = APISpec("pixmill", "0", "3.1.0", plugins=[plugin])
     plugin.init_spec(spec)
-    return plugin.converter
+    converter = plugin.converter
+    assert converter is not None  # init_spec made it
+    converter.add_attribute_function(_callable_default)
+    return converter
+
+
+def _callable_default(self: Any, field: fields.Field, **_: Any) -> dict[str, Any]:
+    """The default of a field whose `load_default` is a factory (`list`, a lambda building a
+    fresh list), which apispec leaves out: mutable defaults are always factories."""
+    default = field.load_default
+    if "default" in field.metadata or not callable(default):
+        return {}
+    return {"default": field._serialize(default(), None, None)}
 
 
 def to_json_schema(schema_cls: type[Schema]) -> dict[str, Any]:

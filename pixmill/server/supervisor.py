@@ -563,6 +563,7 @@ class ReconcileLoop:
                 JobStore(self._database.sessions),
                 connect(self.config.redis_url),
                 timeout_for=self.timeout_for,
+                blobs=LocalBlobStore(self.config.blobs_dir),
             )
         return self._reconciler
 
