@@ -35,7 +35,7 @@ from pixmill import (
 )
 from pixmill.core.errors import BadRequestError, ImageTooLargeError
 from pixmill.core.imageio import has_alpha
-from pixmill.plugins.essentials import RESAMPLE
+from pixmill.plugins.essentials import RESAMPLE, on_white
 
 # ---------------------------------------------------------------------------------------------
 # qr-generate
@@ -519,10 +519,7 @@ def _readable(image: InputFile) -> Image.Image:
         img = img.point(lambda value: value / 256)
     if has_alpha(img):
         # Dark bars on a transparent background must stay dark on light, not on black.
-        rgba = img.convert("RGBA")
-        flat = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        flat.alpha_composite(rgba)
-        img = flat
+        img = on_white(img)
     return img.convert("L")
 
 

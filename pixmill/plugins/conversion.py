@@ -44,7 +44,7 @@ from pixmill import (
 from pixmill.core.archives import zip_archive
 from pixmill.core.errors import BadRequestError, InvalidImageError, UnsupportedFormatError
 from pixmill.core.imageio import encode_image, format_by_name
-from pixmill.plugins.essentials import check_output_size
+from pixmill.plugins.essentials import check_output_size, on_white
 
 MAX_DIMENSION = 16384
 RASTER_FORMATS = ("png", "jpeg", "webp", "avif", "tiff", "gif", "heif")
@@ -370,8 +370,7 @@ def run_vectorize(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> Fil
     binary = settings["color_mode"] == "bw"
     if binary:
         # Our own threshold (vtracer's binary mode has none): dark -> black, the rest white.
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        gray = Image.alpha_composite(white, rgba).convert("L")
+        gray = on_white(rgba).convert("L")
         level = settings["threshold"]
         rgba = gray.point(lambda v: 0 if v < level else 255).convert("RGBA")
     png = io.BytesIO()

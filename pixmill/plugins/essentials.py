@@ -10,6 +10,8 @@ carries the ICC profile and EXIF into the output. Animated inputs are processed 
 
 from __future__ import annotations
 
+import io
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from itertools import islice
 from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates_schema
-from PIL import Image
+from PIL import Image, ImageCms
 
 from pixmill import (
     Color,
@@ -40,6 +42,8 @@ from pixmill.core.imageio import (
     format_by_name,
     has_alpha,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_DIMENSION = 16384
 MAX_COORDINATE = 1_000_000
@@ -87,6 +91,60 @@ def resamplable(img: Image.Image) -> Image.Image:
     if img.mode == "1":
         return convert_mode(img, "L")
     return img
+
+
+def cmyk_to_srgb(img: Image.Image) -> Image.Image:
+    """Convert CMYK through its own profile when it has one (a naive convert shifts colours)."""
+    icc = img.info.get("icc_profile")
+    converted: Image.Image | None = None
+    if icc:
+        try:
+            source_profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            srgb = ImageCms.createProfile("sRGB")
+            converted = ImageCms.profileToProfile(img, source_profile, srgb, outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+            log.warning("CMYK profile unusable (%s); converting without it", exc)
+    if converted is None:
+        converted = img.convert("RGB")
+    converted.info = {k: v for k, v in img.info.items() if k != "icc_profile"}
+    return converted
+
+
+def to_srgb(img: Image.Image) -> Image.Image:
+    """Colour pixels converted to sRGB through their embedded ICC profile (Display P3, Adobe
+    RGB, CMYK), for results that carry no profile of their own or mix several inputs;
+    unchanged without a profile, or with one that cannot be read."""
+    icc = img.info.get("icc_profile")
+    if not icc or img.mode not in ("RGB", "RGBA", "CMYK"):
+        return img
+    if img.mode == "CMYK":
+        return cmyk_to_srgb(img)
+    try:
+        source_profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        converted = ImageCms.profileToProfile(
+            img, source_profile, ImageCms.createProfile("sRGB"), outputMode=img.mode
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
+        log.warning("ICC profile unusable (%s); using the pixels as they are", exc)
+        return img
+    return converted if converted is not None else img
+
+
+def rgb8(img: Image.Image, *, alpha: bool) -> Image.Image:
+    """`img` as 8-bit RGB or RGBA (16-bit tones scaled down, palettes expanded)."""
+    converted = convert_mode(img, "RGBA" if alpha else "RGB")
+    if "icc_profile" in img.info and "icc_profile" not in converted.info and img.mode != "CMYK":
+        converted.info["icc_profile"] = img.info["icc_profile"]
+    return converted
+
+
+def on_white(img: Image.Image) -> Image.Image:
+    """`img` as RGB, any transparency composited onto white."""
+    if not has_alpha(img):
+        return rgb8(img, alpha=False)
+    rgba = rgb8(img, alpha=True)
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba).convert("RGB")
 
 
 def check_output_size(ctx: Context, size: tuple[int, int], frames: int = 1) -> None:

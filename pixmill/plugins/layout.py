@@ -21,7 +21,6 @@ of tiles in the input's format.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from fractions import Fraction
 from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates_schema
-from PIL import Image, ImageChops, ImageCms, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
 from pixmill import (
     Color,
@@ -55,6 +54,7 @@ from pixmill.plugins.essentials import (
     convert_mode,
     map_frames,
     resamplable,
+    to_srgb,
 )
 
 MAX_BORDER = 2000
@@ -821,25 +821,6 @@ def upright_size(source: InputFile) -> tuple[int, int]:
 def decode_picture(source: InputFile, draft_size: tuple[int, int] | None = None) -> Image.Image:
     """A still input as RGBA, upright, with its ICC profile (an animation is refused, 422)."""
     return rgba_of(source.open(draft_size=draft_size))
-
-
-def to_srgb(picture: Image.Image) -> Image.Image:
-    """`picture` (RGBA) converted from its ICC profile to sRGB; unchanged if it has none or
-    the profile is unreadable."""
-    profile = picture.info.get("icc_profile")
-    if not profile:
-        return picture
-    try:
-        converted = ImageCms.profileToProfile(
-            picture,
-            ImageCms.ImageCmsProfile(io.BytesIO(profile)),
-            ImageCms.createProfile("sRGB"),
-            outputMode="RGBA",
-        )
-    except (ImageCms.PyCMSError, OSError, ValueError):
-        return picture
-    assert converted is not None
-    return converted
 
 
 def common_profile(pictures: list[Image.Image]) -> tuple[list[Image.Image], bytes | None]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from marshmallow import fields, validate
-from PIL import ExifTags, Image, ImageChops, ImageCms, PngImagePlugin
+from PIL import ExifTags, Image, ImageChops, PngImagePlugin
 
 from pixmill import (
     Color,
@@ -60,7 +60,13 @@ from pixmill.core.imageio import (
     has_alpha,
     open_lazily,
 )
-from pixmill.plugins.essentials import convert_mode, resamplable
+from pixmill.plugins.essentials import (
+    cmyk_to_srgb,
+    convert_mode,
+    on_white,
+    resamplable,
+    to_srgb,
+)
 from pixmill.plugins.layout import rounded_mask
 
 log = logging.getLogger(__name__)
@@ -153,30 +159,13 @@ def _web_info(info: dict[Any, Any], mode: str, strip: bool) -> dict[Any, Any]:
     return kept
 
 
-def _cmyk_to_srgb(img: Image.Image) -> Image.Image:
-    """Convert CMYK through its own profile when it has one (a naive convert shifts colours)."""
-    icc = img.info.get("icc_profile")
-    converted: Image.Image | None = None
-    if icc:
-        try:
-            source_profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            srgb = ImageCms.createProfile("sRGB")
-            converted = ImageCms.profileToProfile(img, source_profile, srgb, outputMode="RGB")
-        except (ImageCms.PyCMSError, OSError, ValueError) as exc:
-            log.warning("CMYK profile unusable (%s); converting without it", exc)
-    if converted is None:
-        converted = img.convert("RGB")
-    converted.info = {k: v for k, v in img.info.items() if k != "icc_profile"}
-    return converted
-
-
 def prepare_for_web(
     img: Image.Image, target: tuple[int, int], fmt: ImageFormat, strip: bool
 ) -> Image.Image:
     """Bring `img` to `target` size and a web-friendly mode, keeping only wanted metadata."""
     info = dict(img.info)
     if img.mode == "CMYK" and fmt.pil_name != "JPEG":
-        img = _cmyk_to_srgb(img)
+        img = cmyk_to_srgb(img)
         info = dict(img.info)
     if img.size != target:
         if img.mode in ("P", "1"):
@@ -1578,25 +1567,6 @@ def pdf_page(img: Image.Image, settings: dict[str, Any]) -> tuple[Image.Image, f
     return canvas, dpi
 
 
-def to_srgb(img: Image.Image) -> Image.Image:
-    """Colour pixels converted to sRGB through their embedded ICC profile (Display P3, Adobe
-    RGB, CMYK): the PDF pages and icon PNGs written here carry no profile of their own."""
-    icc = img.info.get("icc_profile")
-    if not icc or img.mode not in ("RGB", "RGBA", "CMYK"):
-        return img
-    if img.mode == "CMYK":
-        return _cmyk_to_srgb(img)
-    try:
-        source_profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        converted = ImageCms.profileToProfile(
-            img, source_profile, ImageCms.createProfile("sRGB"), outputMode=img.mode
-        )
-    except (ImageCms.PyCMSError, OSError, ValueError) as exc:
-        log.warning("ICC profile unusable (%s); using the pixels as they are", exc)
-        return img
-    return converted if converted is not None else img
-
-
 def flatten_on_white(img: Image.Image) -> Image.Image:
     """RGB (or L for grey) pixels in sRGB, transparency composited onto white."""
     img = to_srgb(resamplable(img))
@@ -1772,9 +1742,7 @@ def run_favicon(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> Any:
         icon = icons[side]
         low_alpha = icon.getchannel("A").getextrema()[0]
         if name == "apple-touch-icon.png" and isinstance(low_alpha, int) and low_alpha < 255:
-            flat = Image.new("RGBA", icon.size, (255, 255, 255, 255))
-            flat.alpha_composite(icon)
-            icon = flat.convert("RGB")
+            icon = on_white(icon)
         members.append((name, _png_bytes(icon)))
     members.append(("site.webmanifest", json.dumps(manifest, indent=2)))
     members.append(("favicon.html", FAVICON_HTML))

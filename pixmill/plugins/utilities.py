@@ -31,7 +31,7 @@ from pixmill import (
 )
 from pixmill.core.errors import BadRequestError
 from pixmill.core.imageio import has_alpha
-from pixmill.plugins.essentials import check_output_size, convert_mode
+from pixmill.plugins.essentials import check_output_size, on_white, rgb8
 
 # ---------------------------------------------------------------------------------------------
 # image-to-base64
@@ -138,23 +138,6 @@ def run_lqip(ctx: Context, inputs: Inputs, settings: dict[str, Any]) -> ImageRes
 
 # ---------------------------------------------------------------------------------------------
 # shared: 8-bit pixels as numpy arrays
-
-
-def rgb8(img: Image.Image, *, alpha: bool) -> Image.Image:
-    """`img` as 8-bit RGB or RGBA (16-bit tones scaled down, palettes expanded)."""
-    converted = convert_mode(img, "RGBA" if alpha else "RGB")
-    if "icc_profile" in img.info and "icc_profile" not in converted.info and img.mode != "CMYK":
-        converted.info["icc_profile"] = img.info["icc_profile"]
-    return converted
-
-
-def on_white(img: Image.Image) -> Image.Image:
-    """`img` as RGB, any transparency composited onto white."""
-    if not has_alpha(img):
-        return rgb8(img, alpha=False)
-    rgba = rgb8(img, alpha=True)
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -126,7 +126,9 @@ DOCUMENT_SAMPLES = {"pdf": ("document-pdf", "document.pdf"), "svg": ("drawing-sv
 """For each document format a part may take: the sample kind and its upload name."""
 
 
+@cache
 def document_sample(fmt: str) -> bytes:
+    """The sample document of a format, built once per process (conformance asks repeatedly)."""
     return pdf_document() if fmt == "pdf" else svg_document()
 
 
