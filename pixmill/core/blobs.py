@@ -528,8 +528,6 @@ class LocalBlobStore(BlobStore):
                     f"attempt {current} of job {job_id} is already final",
                     details={"promoted": current, "attempt": attempt},
                 )
-            if current is None:
-                _write_small_file(job_dir / _PROMOTED, f"{attempt}\n".encode())
             removed = 0
             for entry in list(os.scandir(job_dir)):
                 if entry.name.startswith(_TMP_PREFIX) and entry.is_file(follow_symlinks=False):
@@ -543,6 +541,10 @@ class LocalBlobStore(BlobStore):
                 else:
                     os.unlink(entry.path)  # a link or stray file: never followed
                 removed += 1
+            # The marker last: a promotion cut short by a kill leaves no marker (and the
+            # reconciler promotes again), never a marker next to a loser's files.
+            if current is None:
+                _write_small_file(job_dir / _PROMOTED, f"{attempt}\n".encode())
             return removed
 
     def _read_promoted(self, job_id: str) -> int | None:
